@@ -1,0 +1,3 @@
+module github.com/gosd/gosd
+
+go 1.26
