@@ -1,0 +1,58 @@
+# gosd: Stable Diffusion inference in Go.
+#   make demo   build gosd, round-trip a real photo through the TAEF2 autoencoder,
+#               and generate an image from a small random SD 1.5 checkpoint
+#   make test   every test: Go (incl. golden SD 1.5 stages), the forced portable
+#               kernel path, and the C kernel tests through CMake
+SHELL := /bin/bash
+GO ?= go
+SHARED ?= ../shared
+OUT ?= out
+BIN := bin/gosd
+TESTTIMEOUT ?= 40m
+
+.PHONY: all deps build demo test test-go test-portable test-c vet clean
+
+all: build
+
+# deps installs what the build needs on a fresh Debian machine: a C compiler
+# for cgo, CMake for the C tests, and the Go modules.
+deps:
+	@command -v gcc >/dev/null && command -v cmake >/dev/null || { \
+	  echo "installing gcc and cmake with apt-get"; \
+	  apt-get update -qq && apt-get install -y -qq -o DPkg::Lock::Timeout=600 gcc g++ cmake make >/dev/null; }
+	@$(GO) mod download
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/gosd
+
+demo: build
+	@mkdir -p $(OUT)
+	$(BIN) vae roundtrip --encoder $(SHARED)/models/taef2/taef2_encoder.pth \
+	  --decoder $(SHARED)/models/taef2/taef2_decoder.pth \
+	  --input $(SHARED)/images/kodim01.png --output $(OUT)/kodim01-roundtrip.png
+	$(BIN) testmodel --family sd15 --size tiny --dtype f16 --layout single --seed 1 \
+	  --output $(OUT)/sd15-tiny.safetensors
+	$(BIN) generate --model $(OUT)/sd15-tiny.safetensors --tokenizer $(SHARED)/models/sd15/tokenizer \
+	  --prompt "a watercolor painting of a fox in a snowy forest" --negative "low quality" \
+	  --width 256 --height 256 --steps 10 --sampler euler_a --seed 42 --output $(OUT)/demo.png
+	@echo "demo images: $(OUT)/kodim01-roundtrip.png $(OUT)/demo.png"
+
+vet: deps
+	$(GO) vet ./...
+
+test: vet test-c test-go test-portable
+
+test-go: deps
+	$(GO) test -timeout $(TESTTIMEOUT) ./...
+
+# The portable (no AVX-512) kernels must pass the same kernel tests.
+test-portable: deps
+	GOSD_CPU=portable $(GO) test -timeout 10m ./sd/tensor/...
+
+test-c: deps
+	cmake -S . -B build/c -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/c -j2 >/dev/null
+	cd build/c && ctest --output-on-failure
+
+clean:
+	rm -rf bin build $(OUT)
