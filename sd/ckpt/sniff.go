@@ -1,0 +1,71 @@
+package ckpt
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+)
+
+// fileKind is a checkpoint container format recognised from its first bytes.
+type fileKind int
+
+const (
+	kindSafetensors fileKind = iota + 1
+	kindZip
+)
+
+// sniffFile reads the start of path and says which reader applies, or why
+// none does (empty file, Git LFS pointer, HTML page, legacy pickle, ...).
+func sniffFile(path string) (fileKind, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	head := make([]byte, 512)
+	n, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return sniffBytes(path, head[:n], st.Size())
+}
+
+// sniffBytes classifies a file from its first bytes and total size.
+func sniffBytes(path string, head []byte, size int64) (fileKind, error) {
+	if size == 0 {
+		return 0, formatErr(path, "", "is empty (0 bytes): not a checkpoint")
+	}
+	if bytes.HasPrefix(head, []byte("version https://git-lfs.github.com/spec/")) {
+		return 0, formatErr(path, "", "is a Git LFS pointer, not the weights: fetch the real file (git lfs pull)")
+	}
+	text := bytes.ToLower(bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\xef\xbb\xbf")), " \t\r\n"))
+	if bytes.HasPrefix(text, []byte("<!doctype html")) || bytes.HasPrefix(text, []byte("<html")) {
+		return 0, formatErr(path, "", "is an HTML page, not a checkpoint (a failed download?)")
+	}
+	if bytes.HasPrefix(text, []byte("<?xml")) {
+		return 0, formatErr(path, "", "is an XML document, not a checkpoint (a failed download?)")
+	}
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")) {
+		return kindZip, nil
+	}
+	if len(head) >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5 {
+		return 0, formatErr(path, "", "is a legacy (non-zip) PyTorch pickle, which gosd does not read: "+
+			"convert it to safetensors (or re-save it with a current torch.save)")
+	}
+	if len(head) >= 9 && head[8] == '{' {
+		return kindSafetensors, nil
+	}
+	if size < 9 {
+		return 0, formatErr(path, "", "is too short (%d bytes) to be a checkpoint (truncated?)", size)
+	}
+	show := head
+	if len(show) > 16 {
+		show = show[:16]
+	}
+	return 0, formatErr(path, "", "unknown format (first bytes % x): expected safetensors or a PyTorch zip checkpoint", show)
+}
