@@ -1,0 +1,76 @@
+package clip
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/npy"
+	"github.com/gosd/gosd/sd/internal/testckpt"
+	"github.com/gosd/gosd/sd/tensor"
+)
+
+// TestGoldenSD15 runs the text model of the full-size random SD 1.5
+// checkpoint on the golden prompts' tokens and compares with cond.npy and
+// uncond.npy, computed in float32 by an independent PyTorch implementation.
+// Measured on the ref backend: max abs error 4.3e-6, relative 1.1e-6.
+func TestGoldenSD15(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full-size checkpoint test skipped in -short mode")
+	}
+	path := testckpt.SD15(t)
+	st, err := ckpt.OpenSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := Load(st, Prefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config != SD15Config() {
+		t.Fatalf("inferred config %+v, want %+v", m.Config, SD15Config())
+	}
+	// Prompt to embedding through the tokenizer (its ids equal meta.json's,
+	// see TestTokenizerGoldenPrompts).
+	meta := readGoldenMeta(t)
+	tok := sd15Tokenizer(t)
+	cond, _ := tok.Pad77(tok.Encode(meta.Prompt))
+	uncond, _ := tok.Pad77(tok.Encode(meta.Negative))
+	be := goldenBackend()
+	start := time.Now()
+	y, err := m.Encode(be, [][]int{cond, uncond}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s backend: 2 prompts in %v", be.Name(), time.Since(start).Round(time.Millisecond))
+	const n = ContextLength * 768
+	for i, f := range []string{"cond.npy", "uncond.npy"} {
+		want, shape, err := npy.Read(sharedPath(t, "golden", "sd15-dev-fox", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tensor.SameShape(shape, []int{ContextLength, 768}) {
+			t.Fatalf("%s has shape %v", f, shape)
+		}
+		got := y.F32[i*n : (i+1)*n]
+		var maxAbs, maxWant, se, sw float64
+		for j, w := range want {
+			d := math.Abs(float64(got[j]) - float64(w))
+			maxAbs = math.Max(maxAbs, d)
+			maxWant = math.Max(maxWant, math.Abs(float64(w)))
+			se += d * d
+			sw += float64(w) * float64(w)
+		}
+		rel, rms := maxAbs/maxWant, math.Sqrt(se/sw)
+		t.Logf("%s: max abs err %.3g, max abs err / max |want| %.3g, relative RMS err %.3g", f, maxAbs, rel, rms)
+		// float32 with different summation orders: expect ~1e-6, allow 1e-4.
+		if rel > 1e-4 || rms > 1e-4 {
+			t.Errorf("%s: relative error %.3g (RMS %.3g) exceeds 1e-4", f, rel, rms)
+		}
+	}
+}
+
+// goldenBackend is the backend for full-size model tests.
+func goldenBackend() tensor.Backend { return tensor.NewRef() }
