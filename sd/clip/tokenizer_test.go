@@ -375,3 +375,53 @@ func TestCleanText(t *testing.T) {
 		}
 	}
 }
+
+// decodeIDs inverts BPE ids: vocabulary strings joined, "</w>" read as a
+// word break, byte symbols mapped back to bytes. Special tokens come back
+// as their literal text.
+func decodeIDs(tok *Tokenizer, ids []int) string {
+	inv := make(map[int]string, len(tok.vocab))
+	for s, id := range tok.vocab {
+		inv[id] = s
+	}
+	runeByte := map[rune]byte{}
+	for b, r := range byteToRune() {
+		runeByte[r] = byte(b)
+	}
+	var out []byte
+	for _, id := range ids {
+		s := inv[id]
+		if s == StartOfText || s == EndOfText {
+			out = append(out, s+" "...)
+			continue
+		}
+		word, eow := strings.CutSuffix(s, endOfWord)
+		for _, r := range word {
+			out = append(out, runeByte[r])
+		}
+		if eow {
+			out = append(out, ' ')
+		}
+	}
+	return string(out)
+}
+
+// FuzzTokenizer checks that Encode never panics and loses nothing: decoding
+// its ids gives back the pre-tokenised words of the cleaned text.
+func FuzzTokenizer(f *testing.F) {
+	for _, s := range []string{"a watercolor painting of a fox", "don't STOP!!", "東京 😀 ΟΔΟΣ",
+		"&amp;lt;3 \x1c x", "a\xff\xfeb", "", "<|endoftext|>x", strings.Repeat("ab1'", 40)} {
+		f.Add(s)
+	}
+	tok := sd15Tokenizer(f)
+	f.Fuzz(func(t *testing.T, s string) {
+		ids := tok.Encode(s)
+		want := ""
+		for _, w := range preTokenize(cleanText(s)) {
+			want += w + " "
+		}
+		if got := decodeIDs(tok, ids); got != want {
+			t.Errorf("Encode(%q) decodes to %q, want %q", s, got, want)
+		}
+	})
+}
