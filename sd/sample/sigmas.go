@@ -1,0 +1,64 @@
+package sample
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Schedules lists the sigma schedule names Sigmas accepts.
+var Schedules = []string{"normal", "discrete", "karras", "exponential"}
+
+// MaxSteps bounds the number of sampling steps a schedule may have.
+const MaxSteps = 10000
+
+// KarrasRho is the rho of the Karras schedule (Karras et al. 2022, eq. 5).
+const KarrasRho = 7.0
+
+// Sigmas returns the noise levels of an n-step schedule: n decreasing sigmas
+// followed by a final 0, so n+1 values. Schedules:
+//
+//   - "normal" and "discrete" (the same): timesteps spread evenly from T-1
+//     down to 0 (t_i = (T-1)(1 - i/(n-1))), each converted with TToSigma; this
+//     is k-diffusion's get_sigmas, AUTOMATIC1111's "Automatic" for SD models.
+//   - "karras": sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) -
+//     smax^(1/rho)))^rho with rho 7 between the model's SigmaMin and SigmaMax
+//     (Karras et al. 2022, eq. 5).
+//   - "exponential": evenly spaced in log sigma from SigmaMax to SigmaMin.
+//
+// Every sigma is rounded to float32, the precision the model sees. A single
+// step (n = 1) starts at SigmaMax.
+func (s *Schedule) Sigmas(name string, n int) ([]float64, error) {
+	if n < 1 || n > MaxSteps {
+		return nil, fmt.Errorf("sample: %d steps, want 1..%d", n, MaxSteps)
+	}
+	smin, smax := s.SigmaMin(), s.SigmaMax()
+	out := make([]float64, n+1)
+	// frac is i/(n-1), 0 when n == 1.
+	frac := func(i int) float64 {
+		if n == 1 {
+			return 0
+		}
+		return float64(i) / float64(n-1)
+	}
+	switch strings.ToLower(name) {
+	case "normal", "discrete":
+		tmax := float64(len(s.sigmas) - 1)
+		for i := 0; i < n; i++ {
+			out[i] = s.TToSigma(tmax * (1 - frac(i)))
+		}
+	case "karras":
+		a, b := math.Pow(smax, 1/KarrasRho), math.Pow(smin, 1/KarrasRho)
+		for i := 0; i < n; i++ {
+			out[i] = float64(float32(math.Pow(a+frac(i)*(b-a), KarrasRho)))
+		}
+	case "exponential":
+		a, b := math.Log(smax), math.Log(smin)
+		for i := 0; i < n; i++ {
+			out[i] = float64(float32(math.Exp(a + frac(i)*(b-a))))
+		}
+	default:
+		return nil, fmt.Errorf("sample: unknown schedule %q (valid: %s)", name, strings.Join(Schedules, ", "))
+	}
+	return out, nil
+}
