@@ -1,0 +1,1 @@
+../../csrc/include/gosd_cpu.h

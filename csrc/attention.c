@@ -1,0 +1,207 @@
+/*
+ * attention.c - multi-head attention in the flash style (Dao et al.,
+ * "FlashAttention", 2022): for a tile of T queries the keys are visited in
+ * blocks of KB with an online softmax (running max m and sum l per query),
+ * so only a KB x T block of scores exists at a time.
+ *
+ * The work is done transposed so that the GEMM micro-kernel applies twice
+ * and every softmax step runs along contiguous memory:
+ *   Sᵀ[KB, T] = K_blk[KB, D]·Qᵀ[D, T]      (A = keys, B = scaled queries)
+ *   Oᵀ[D, T] += V_blkᵀ[D, KB]·P[KB, T]      (A = values, B = probabilities)
+ */
+#include "gemm.h"
+
+#define SDI_AT_T 64  /* queries per tile, a multiple of SDI_NR */
+#define SDI_AT_KB 96 /* keys per block, a multiple of SDI_MR */
+
+typedef struct {
+	float *qp, *kp, *s, *vp, *o, *m, *l;
+} at_buf;
+
+/*
+ * Online-softmax step for one block (Milakov and Gimelshein, "Online
+ * normalizer calculation for softmax", 2018): s holds Sᵀ as NP panels of
+ * [KB][NR]; rows >= kb are ignored. On return s holds P = exp(S - m_new),
+ * m, l are updated and o (Oᵀ, [dp][T]) is rescaled by exp(m_old - m_new).
+ */
+#define SDI_SOFTMAX_BODY                                                                     \
+	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {                                        \
+		float mnew[SDI_NR], alpha[SDI_NR], sum[SDI_NR];                               \
+		float *mp = m + jb * SDI_NR, *lp = l + jb * SDI_NR;                            \
+		float *sp = s + (int64_t)jb * SDI_AT_KB * SDI_NR;                              \
+		for (int c = 0; c < SDI_NR; c++)                                              \
+			mnew[c] = mp[c], sum[c] = 0;                                          \
+		for (int64_t j = 0; j < kb; j++) {                                            \
+			float *row = sp + j * SDI_NR;                                         \
+			if (causal) {                                                         \
+				int64_t lim = q0 + jb * SDI_NR - (k0 + j); /* c >= -lim masked */ \
+				for (int c = 0; c < SDI_NR; c++)                              \
+					row[c] = (c + lim < 0) ? -INFINITY : row[c];          \
+			}                                                                     \
+			for (int c = 0; c < SDI_NR; c++)                                      \
+				mnew[c] = row[c] > mnew[c] ? row[c] : mnew[c];                \
+		}                                                                             \
+		for (int c = 0; c < SDI_NR; c++) {                                            \
+			mnew[c] = mnew[c] == -INFINITY ? 0.0f : mnew[c];                      \
+			alpha[c] = mp[c] == -INFINITY ? 0.0f : sdi_expf(mp[c] - mnew[c]);     \
+		}                                                                             \
+		for (int64_t j = 0; j < kb; j++) {                                            \
+			float *row = sp + j * SDI_NR;                                         \
+			for (int c = 0; c < SDI_NR; c++) {                                    \
+				float e = sdi_expf(row[c] - mnew[c]);                         \
+				e = row[c] == -INFINITY ? 0.0f : e;                           \
+				row[c] = e;                                                   \
+				sum[c] += e;                                                  \
+			}                                                                     \
+		}                                                                             \
+		for (int c = 0; c < SDI_NR; c++)                                              \
+			lp[c] = lp[c] * alpha[c] + sum[c], mp[c] = mnew[c];                   \
+		for (int64_t d = 0; d < dp; d++) {                                            \
+			float *orow = o + d * SDI_AT_T + jb * SDI_NR;                         \
+			for (int c = 0; c < SDI_NR; c++)                                      \
+				orow[c] *= alpha[c];                                          \
+		}                                                                             \
+	}
+
+static void softmax_portable(float *s, float *m, float *l, float *o, int64_t kb, int64_t dp,
+			     int causal, int64_t q0, int64_t k0)
+{
+	SDI_SOFTMAX_BODY
+}
+
+SDI_AVX512 static void softmax_avx512(float *s, float *m, float *l, float *o, int64_t kb,
+				      int64_t dp, int causal, int64_t q0, int64_t k0)
+{
+	SDI_SOFTMAX_BODY
+}
+
+typedef void (*softmax_fn)(float *, float *, float *, float *, int64_t, int64_t, int, int64_t,
+			   int64_t);
+
+typedef struct {
+	const float *q, *k, *v;
+	float *y;
+	int64_t batch, lq, lk, heads, d, dp;
+	int causal;
+	sdi_ukr_fn ukr;
+	softmax_fn softmax;
+} at_job;
+
+static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_t q0)
+{
+	int64_t d = J->d, dp = J->dp, hd = J->heads * d;
+	int64_t tq = J->lq - q0 < SDI_AT_T ? J->lq - q0 : SDI_AT_T;
+	float scale = 1.0f / sqrtf((float)d);
+	/* Qᵀ as B panels [D][NR], scaled by 1/sqrt(D); columns past the tile are zero. */
+	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
+		float *dst = B->qp + (int64_t)jb * d * SDI_NR;
+		for (int c = 0; c < SDI_NR; c++) {
+			int64_t qi = jb * SDI_NR + c;
+			const float *qr = J->q + ((n * J->lq) + q0 + qi) * hd + h * d;
+			for (int64_t t = 0; t < d; t++)
+				dst[t * SDI_NR + c] = qi < tq ? qr[t] * scale : 0.0f;
+		}
+	}
+	for (int c = 0; c < SDI_AT_T; c++)
+		B->m[c] = -INFINITY, B->l[c] = 0;
+	memset(B->o, 0, sizeof(float) * (size_t)(dp * SDI_AT_T));
+	int64_t kend = J->lk;
+	if (J->causal && q0 + tq < kend)
+		kend = q0 + tq;
+	for (int64_t k0 = 0; k0 < kend; k0 += SDI_AT_KB) {
+		int64_t kb = kend - k0 < SDI_AT_KB ? kend - k0 : SDI_AT_KB;
+		int64_t kbp = (kb + SDI_MR - 1) / SDI_MR * SDI_MR;
+		/* K block as A panels [D][MR]. */
+		for (int64_t ia = 0; ia < kbp / SDI_MR; ia++) {
+			float *dst = B->kp + ia * d * SDI_MR;
+			for (int i = 0; i < SDI_MR; i++) {
+				int64_t kj = ia * SDI_MR + i;
+				const float *kr = J->k + ((n * J->lk) + k0 + kj) * hd + h * d;
+				for (int64_t t = 0; t < d; t++)
+					dst[t * SDI_MR + i] = kj < kb ? kr[t] : 0.0f;
+			}
+		}
+		/* Sᵀ = K·Qᵀ into panels [KB][NR]. */
+		for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+			for (int64_t ia = 0; ia < kbp / SDI_MR; ia++)
+				J->ukr(d, B->kp + ia * d * SDI_MR, B->qp + (int64_t)jb * d * SDI_NR,
+				       B->s + (int64_t)jb * SDI_AT_KB * SDI_NR + ia * SDI_MR * SDI_NR,
+				       SDI_NR, 0);
+		J->softmax(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
+		/* V block as A panels [kb][MR] over head dimensions. */
+		for (int64_t ip = 0; ip < dp / SDI_MR; ip++) {
+			float *dst = B->vp + ip * kb * SDI_MR;
+			for (int64_t j = 0; j < kb; j++) {
+				const float *vr = J->v + ((n * J->lk) + k0 + j) * hd + h * d + ip * SDI_MR;
+				for (int i = 0; i < SDI_MR; i++)
+					dst[j * SDI_MR + i] = ip * SDI_MR + i < d ? vr[i] : 0.0f;
+			}
+		}
+		/* Oᵀ += Vᵀ·P. */
+		for (int64_t ip = 0; ip < dp / SDI_MR; ip++)
+			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+				J->ukr(kb, B->vp + ip * kb * SDI_MR, B->s + (int64_t)jb * SDI_AT_KB * SDI_NR,
+				       B->o + ip * SDI_MR * SDI_AT_T + jb * SDI_NR, SDI_AT_T, 1);
+	}
+	for (int64_t c = 0; c < tq; c++) {
+		float inv = B->l[c] > 0 ? 1.0f / B->l[c] : 0.0f;
+		float *yr = J->y + ((n * J->lq) + q0 + c) * hd + h * d;
+		for (int64_t t = 0; t < d; t++)
+			yr[t] = B->o[t * SDI_AT_T + c] * inv;
+	}
+}
+
+int sd_attention(float *y, const float *q, const float *k, const float *v, int64_t batch,
+		 int64_t lq, int64_t lk, int64_t heads, int64_t d, int causal, char *msg,
+		 int msglen)
+{
+	if (batch < 0 || lq < 0 || lk < 1 || heads < 1 || d < 1)
+		return sdi_fail(msg, msglen, SD_ERR_ARG,
+				"attention: bad sizes b=%lld lq=%lld lk=%lld heads=%lld d=%lld",
+				(long long)batch, (long long)lq, (long long)lk, (long long)heads,
+				(long long)d);
+	if (causal && lq != lk)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "attention: causal needs lq == lk (%lld, %lld)",
+				(long long)lq, (long long)lk);
+	if (batch * lq == 0)
+		return SD_OK;
+	if (!y || !q || !k || !v)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "attention: null pointer");
+	int64_t dp = (d + SDI_MR - 1) / SDI_MR * SDI_MR;
+	at_job J = {q, k, v, y, batch, lq, lk, heads, d, dp, causal, sdi_get_ukr(),
+		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable};
+	int64_t tiles = (lq + SDI_AT_T - 1) / SDI_AT_T, jobs = batch * heads * tiles;
+	int nt = sdi_threads();
+	if ((double)jobs * SDI_AT_T * (double)lk * (double)d < 1e6 || jobs < 2)
+		nt = 1;
+	if (nt > jobs)
+		nt = (int)jobs;
+	int failed = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		at_buf B;
+		B.qp = sdi_alloc(sizeof(float) * (size_t)(d * SDI_AT_T));
+		B.kp = sdi_alloc(sizeof(float) * (size_t)(d * SDI_AT_KB));
+		B.s = sdi_alloc(sizeof(float) * (size_t)(SDI_AT_KB * SDI_AT_T));
+		B.vp = sdi_alloc(sizeof(float) * (size_t)(dp * SDI_AT_KB));
+		B.o = sdi_alloc(sizeof(float) * (size_t)(dp * SDI_AT_T));
+		B.m = sdi_alloc(sizeof(float) * SDI_AT_T);
+		B.l = sdi_alloc(sizeof(float) * SDI_AT_T);
+		int ok = B.qp && B.kp && B.s && B.vp && B.o && B.m && B.l;
+		if (!ok) {
+#pragma omp atomic write
+			failed = 1;
+		}
+#pragma omp for schedule(dynamic, 1)
+		for (int64_t job = 0; job < jobs; job++) {
+			if (!ok)
+				continue;
+			int64_t t = job % tiles, h = (job / tiles) % heads, n = job / (tiles * heads);
+			attend_tile(&J, &B, n, h, t * SDI_AT_T);
+		}
+		free(B.qp), free(B.kp), free(B.s), free(B.vp), free(B.o), free(B.m), free(B.l);
+	}
+	if (failed)
+		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "attention: out of memory");
+	return SD_OK;
+}

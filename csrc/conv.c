@@ -1,0 +1,49 @@
+/*
+ * conv.c - 2-D convolution as an implicit GEMM: per image, y[O, Ho*Wo] =
+ * w[O, C*kh*kw]·im2col(x)[C*kh*kw, Ho*Wo]. The im2col matrix is generated
+ * panel by panel while packing B and never exists whole; a 1x1 stride-1
+ * unpadded convolution reads x directly as B.
+ */
+#include "gemm.h"
+
+int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias, int bdt,
+	      int64_t batch, int64_t c, int64_t h, int64_t wd, int64_t o, int64_t kh, int64_t kw,
+	      int64_t stride, int64_t pad_top, int64_t pad_left, int64_t ho, int64_t wo,
+	      char *msg, int msglen)
+{
+	if (batch < 0 || c < 1 || h < 1 || wd < 1 || o < 1 || kh < 1 || kw < 1 || stride < 1 ||
+	    pad_top < 0 || pad_left < 0 || ho < 1 || wo < 1)
+		return sdi_fail(msg, msglen, SD_ERR_ARG,
+				"conv2d: bad sizes b=%lld c=%lld h=%lld w=%lld o=%lld k=%lldx%lld "
+				"stride=%lld pad=%lld,%lld out=%lldx%lld",
+				(long long)batch, (long long)c, (long long)h, (long long)wd,
+				(long long)o, (long long)kh, (long long)kw, (long long)stride,
+				(long long)pad_top, (long long)pad_left, (long long)ho, (long long)wo);
+	if (!sdi_dtype_ok(wdt) || (bias && !sdi_dtype_ok(bdt)))
+		return sdi_fail(msg, msglen, SD_ERR_DTYPE, "conv2d: bad dtype %d/%d", wdt, bdt);
+	if (batch > 0 && (!y || !x || !w))
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "conv2d: null pointer");
+	float *bv = sdi_vec_f32(bias, bdt, o);
+	if (bias && !bv)
+		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "conv2d: out of memory");
+	int direct = kh == 1 && kw == 1 && stride == 1 && pad_top == 0 && pad_left == 0 &&
+		     ho == h && wo == wd;
+	int st = SD_OK;
+	for (int64_t n = 0; n < batch && st == SD_OK; n++) {
+		sdi_conv_geo geo = {x + n * c * h * wd, c, h, wd, kh, kw, stride, pad_top, pad_left,
+				    ho, wo};
+		sdi_gemm g = {.m = o, .n = ho * wo, .k = c * kh * kw, .a = w, .adt = wdt,
+			      .lda = c * kh * kw, .c = y + n * o * ho * wo, .ldc = ho * wo,
+			      .bias_m = bv};
+		if (direct) {
+			g.b_kind = SDI_B_ROWS, g.b = geo.x, g.bdt = SD_F32, g.ldb = h * wd;
+		} else {
+			g.b_kind = SDI_B_IM2COL, g.geo = &geo;
+		}
+		st = sdi_gemm_run(&g);
+	}
+	free(bv);
+	if (st)
+		return sdi_fail(msg, msglen, st, "conv2d: out of memory");
+	return SD_OK;
+}

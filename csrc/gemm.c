@@ -1,0 +1,400 @@
+/*
+ * gemm.c - packed GEMM in the style of BLIS (Van Zee and van de Geijn, "BLIS:
+ * A Framework for Rapidly Instantiating BLAS Functionality", 2015): loops over
+ * column blocks (NC), depth blocks (KC) and row blocks (MC) around a
+ * register-blocked MR x NR micro-kernel, with A and B packed per block so the
+ * micro-kernel streams contiguous memory. Weights of any dtype are converted
+ * to f32 while packing. Threads split C into one rectangle each.
+ */
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#define SDI_KC_MAX 256
+#define SDI_MC 96
+#define SDI_NC 512
+
+/* ---- portable kernels ---- */
+
+static void ukr_portable(int64_t k, const float *a, const float *b, float *c, int64_t ldc,
+			 int accum)
+{
+	float acc[SDI_MR][SDI_NR];
+	memset(acc, 0, sizeof acc);
+	for (int64_t p = 0; p < k; p++) {
+		const float *ap = a + p * SDI_MR, *bp = b + p * SDI_NR;
+		for (int i = 0; i < SDI_MR; i++) {
+			float av = ap[i];
+			for (int j = 0; j < SDI_NR; j++)
+				acc[i][j] += av * bp[j];
+		}
+	}
+	for (int i = 0; i < SDI_MR; i++) {
+		float *cr = c + i * ldc;
+		if (accum)
+			for (int j = 0; j < SDI_NR; j++)
+				cr[j] += acc[i][j];
+		else
+			for (int j = 0; j < SDI_NR; j++)
+				cr[j] = acc[i][j];
+	}
+}
+
+static void cvt_portable(const void *src, int dt, int64_t off, int64_t n, float *dst)
+{
+	if (dt == SD_F32) {
+		memcpy(dst, (const float *)src + off, (size_t)n * sizeof(float));
+		return;
+	}
+	const uint16_t *s = (const uint16_t *)src + off;
+	if (dt == SD_F16)
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = sdi_f16_f32(s[i]);
+	else
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = sdi_bf16_f32(s[i]);
+}
+
+/* ---- AVX-512 kernels ---- */
+
+#define SDI_ROW_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define SDI_ROW_FMA(i)                                                                    \
+	{                                                                                 \
+		__m512 av = _mm512_set1_ps(a[i]);                                         \
+		c##i##a = _mm512_fmadd_ps(av, b0, c##i##a);                               \
+		c##i##b = _mm512_fmadd_ps(av, b1, c##i##b);                               \
+	}
+#define SDI_ROW_STORE(i)                                                                  \
+	{                                                                                 \
+		float *cr = c + (i) * ldc;                                                \
+		if (accum) {                                                              \
+			c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(cr));            \
+			c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(cr + 16));       \
+		}                                                                         \
+		_mm512_storeu_ps(cr, c##i##a);                                            \
+		_mm512_storeu_ps(cr + 16, c##i##b);                                       \
+	}
+#define SDI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+SDI_AVX512 static void ukr_avx512(int64_t k, const float *a, const float *b, float *c,
+				  int64_t ldc, int accum)
+{
+	SDI_ROWS(SDI_ROW_DECL)
+	for (int64_t p = 0; p < k; p++) {
+		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+		_mm_prefetch((const char *)(b + 8 * SDI_NR), _MM_HINT_T0);
+		SDI_ROWS(SDI_ROW_FMA)
+		a += SDI_MR;
+		b += SDI_NR;
+	}
+	SDI_ROWS(SDI_ROW_STORE)
+}
+
+SDI_AVX512 static void cvt_avx512(const void *src, int dt, int64_t off, int64_t n, float *dst)
+{
+	if (dt == SD_F32) {
+		memcpy(dst, (const float *)src + off, (size_t)n * sizeof(float));
+		return;
+	}
+	const uint16_t *s = (const uint16_t *)src + off;
+	int64_t i = 0;
+	if (dt == SD_F16) {
+		for (; i + 16 <= n; i += 16)
+			_mm512_storeu_ps(dst + i,
+					 _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
+		for (; i < n; i++)
+			dst[i] = sdi_f16_f32(s[i]);
+	} else {
+		for (; i + 16 <= n; i += 16) {
+			__m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s + i)));
+			_mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+		}
+		for (; i < n; i++)
+			dst[i] = sdi_bf16_f32(s[i]);
+	}
+}
+
+sdi_ukr_fn sdi_get_ukr(void) { return sdi_isa() == SD_ISA_AVX512 ? ukr_avx512 : ukr_portable; }
+sdi_cvt_fn sdi_get_cvt(void) { return sdi_isa() == SD_ISA_AVX512 ? cvt_avx512 : cvt_portable; }
+
+/* ---- packing ---- */
+
+typedef struct {
+	sdi_ukr_fn ukr;
+	sdi_cvt_fn cvt;
+	float *apack, *bpack, *row, *tmp;
+} sdi_ctx;
+
+/* pack_a packs rows [i0, i0+mc) and depth [p0, p0+kc) of A into MR-row panels. */
+static void pack_a(const sdi_gemm *g, sdi_ctx *x, int64_t i0, int64_t mc, int64_t p0, int64_t kc)
+{
+	for (int64_t ip = 0; ip < mc; ip += SDI_MR) {
+		float *d = x->apack + (ip / SDI_MR) * kc * SDI_MR;
+		int64_t mr = mc - ip < SDI_MR ? mc - ip : SDI_MR;
+		for (int64_t i = 0; i < SDI_MR; i++) {
+			if (i >= mr) {
+				for (int64_t p = 0; p < kc; p++)
+					d[p * SDI_MR + i] = 0;
+				continue;
+			}
+			x->cvt(g->a, g->adt, (i0 + ip + i) * g->lda + p0, kc, x->row);
+			for (int64_t p = 0; p < kc; p++)
+				d[p * SDI_MR + i] = x->row[p];
+		}
+	}
+}
+
+/* pack_b_im2col packs one NR panel of im2col(x): columns [j0, j0+nr), depth [p0, p0+kc). */
+static void pack_b_im2col(const sdi_conv_geo *q, float *d, int64_t j0, int64_t nr, int64_t p0,
+			  int64_t kc)
+{
+	/* Split the panel's columns into runs that lie in one output row. */
+	int64_t seg_j[SDI_NR], seg_len[SDI_NR], seg_oy[SDI_NR], seg_ox[SDI_NR];
+	int nseg = 0;
+	for (int64_t j = 0; j < nr;) {
+		int64_t pos = j0 + j, oy = pos / q->wo, ox = pos % q->wo;
+		int64_t len = q->wo - ox < nr - j ? q->wo - ox : nr - j;
+		seg_j[nseg] = j, seg_len[nseg] = len, seg_oy[nseg] = oy, seg_ox[nseg] = ox;
+		nseg++;
+		j += len;
+	}
+	int64_t khw = q->kh * q->kw;
+	int64_t ci = p0 / khw, r = p0 % khw, ky = r / q->kw, kx = r % q->kw;
+	for (int64_t p = 0; p < kc; p++) {
+		float *dr = d + p * SDI_NR;
+		const float *plane = q->x + ci * q->h * q->w;
+		for (int s = 0; s < nseg; s++) {
+			float *o = dr + seg_j[s];
+			int64_t len = seg_len[s];
+			int64_t iy = seg_oy[s] * q->stride - q->pt + ky;
+			if (iy < 0 || iy >= q->h) {
+				memset(o, 0, (size_t)len * sizeof(float));
+				continue;
+			}
+			const float *row = plane + iy * q->w;
+			int64_t ix0 = seg_ox[s] * q->stride - q->pl + kx;
+			if (q->stride == 1) {
+				int64_t lo = ix0 < 0 ? -ix0 : 0, hi = q->w - ix0;
+				lo = lo > len ? len : lo;
+				hi = hi > len ? len : hi;
+				hi = hi < lo ? lo : hi;
+				for (int64_t j = 0; j < lo; j++)
+					o[j] = 0;
+				if (hi > lo)
+					memcpy(o + lo, row + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
+				for (int64_t j = hi; j < len; j++)
+					o[j] = 0;
+			} else {
+				for (int64_t j = 0; j < len; j++) {
+					int64_t ix = ix0 + j * q->stride;
+					o[j] = (ix >= 0 && ix < q->w) ? row[ix] : 0.0f;
+				}
+			}
+		}
+		for (int64_t j = nr; j < SDI_NR; j++)
+			dr[j] = 0;
+		if (++kx == q->kw) {
+			kx = 0;
+			if (++ky == q->kh)
+				ky = 0, ci++;
+		}
+	}
+}
+
+/* pack_b packs columns [j0, j0+nc) and depth [p0, p0+kc) of B into NR-column panels. */
+static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t j0, int64_t nc, int64_t p0, int64_t kc)
+{
+	for (int64_t jp = 0; jp < nc; jp += SDI_NR) {
+		float *d = x->bpack + (jp / SDI_NR) * kc * SDI_NR;
+		int64_t nr = nc - jp < SDI_NR ? nc - jp : SDI_NR;
+		int64_t jj = j0 + jp;
+		switch (g->b_kind) {
+		case SDI_B_ROWS: {
+			const float *b = (const float *)g->b;
+			for (int64_t p = 0; p < kc; p++) {
+				memcpy(d + p * SDI_NR, b + (p0 + p) * g->ldb + jj, (size_t)nr * sizeof(float));
+				for (int64_t j = nr; j < SDI_NR; j++)
+					d[p * SDI_NR + j] = 0;
+			}
+			break;
+		}
+		case SDI_B_TRANS:
+			for (int64_t j = 0; j < SDI_NR; j++) {
+				if (j >= nr) {
+					for (int64_t p = 0; p < kc; p++)
+						d[p * SDI_NR + j] = 0;
+					continue;
+				}
+				x->cvt(g->b, g->bdt, (jj + j) * g->ldb + p0, kc, x->row);
+				for (int64_t p = 0; p < kc; p++)
+					d[p * SDI_NR + j] = x->row[p];
+			}
+			break;
+		default:
+			pack_b_im2col(g->geo, d, jj, nr, p0, kc);
+		}
+	}
+}
+
+/* ---- driver ---- */
+
+static void fill_bias(const sdi_gemm *g, float *c, int64_t ldc, int64_t i0, int64_t j0,
+		      int64_t mr, int64_t nr)
+{
+	for (int64_t i = 0; i < mr; i++)
+		for (int64_t j = 0; j < nr; j++)
+			c[i * ldc + j] = (g->bias_m ? g->bias_m[i0 + i] : 0.0f) +
+					 (g->bias_n ? g->bias_n[j0 + j] : 0.0f);
+}
+
+static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+	int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX;
+	int64_t kcb = (g->k + npc - 1) / npc;
+	int has_bias = g->bias_m || g->bias_n;
+	for (int64_t jc = n0; jc < n1; jc += SDI_NC) {
+		int64_t nc = n1 - jc < SDI_NC ? n1 - jc : SDI_NC;
+		for (int64_t pc = 0; pc < g->k; pc += kcb) {
+			int64_t kc = g->k - pc < kcb ? g->k - pc : kcb;
+			int first = pc == 0;
+			pack_b(g, x, jc, nc, pc, kc);
+			for (int64_t ic = m0; ic < m1; ic += SDI_MC) {
+				int64_t mc = m1 - ic < SDI_MC ? m1 - ic : SDI_MC;
+				pack_a(g, x, ic, mc, pc, kc);
+				for (int64_t jr = 0; jr < nc; jr += SDI_NR) {
+					int64_t nr = nc - jr < SDI_NR ? nc - jr : SDI_NR;
+					const float *bp = x->bpack + (jr / SDI_NR) * kc * SDI_NR;
+					for (int64_t ir = 0; ir < mc; ir += SDI_MR) {
+						int64_t mr = mc - ir < SDI_MR ? mc - ir : SDI_MR;
+						const float *ap = x->apack + (ir / SDI_MR) * kc * SDI_MR;
+						int64_t i = ic + ir, j = jc + jr;
+						float *cp = g->c + i * g->ldc + j;
+						if (mr == SDI_MR && nr == SDI_NR) {
+							if (first && has_bias)
+								fill_bias(g, cp, g->ldc, i, j, mr, nr);
+							x->ukr(kc, ap, bp, cp, g->ldc, !first || has_bias);
+							continue;
+						}
+						x->ukr(kc, ap, bp, x->tmp, SDI_NR, 0);
+						if (first && has_bias)
+							fill_bias(g, cp, g->ldc, i, j, mr, nr);
+						for (int64_t a = 0; a < mr; a++)
+							for (int64_t b = 0; b < nr; b++) {
+								float v = x->tmp[a * SDI_NR + b];
+								if (!first || has_bias)
+									v += cp[a * g->ldc + b];
+								cp[a * g->ldc + b] = v;
+							}
+					}
+				}
+			}
+		}
+	}
+}
+
+/* split chooses a tm x tn grid of nt threads for an m x n output. */
+static void split(int64_t m, int64_t n, int nt, int *tm, int *tn)
+{
+	int64_t mp = (m + SDI_MR - 1) / SDI_MR, np = (n + SDI_NR - 1) / SDI_NR;
+	int64_t best = -1;
+	*tm = 1, *tn = 1;
+	for (int a = 1; a <= nt; a++) {
+		if (nt % a)
+			continue;
+		int b = nt / a;
+		if (a > mp || b > np)
+			continue;
+		/* padded work of the largest rectangle; ties favour splitting n. */
+		int64_t cost = ((mp + a - 1) / a) * SDI_MR * (((np + b - 1) / b) * SDI_NR) * 4 + a;
+		if (best < 0 || cost < best)
+			best = cost, *tm = a, *tn = b;
+	}
+}
+
+int sdi_gemm_run(const sdi_gemm *g)
+{
+	if (g->m <= 0 || g->n <= 0)
+		return SD_OK;
+	if (g->k <= 0) {
+		for (int64_t i = 0; i < g->m; i++)
+			fill_bias(g, g->c + i * g->ldc, g->ldc, i, 0, 1, g->n);
+		return SD_OK;
+	}
+	int nt = g->nthreads > 0 ? g->nthreads : sdi_threads();
+	double work = (double)g->m * (double)g->n * (double)g->k;
+	if (work < 1e6)
+		nt = 1;
+	int tm, tn;
+	split(g->m, g->n, nt, &tm, &tn);
+	nt = tm * tn;
+	int64_t mp = (g->m + SDI_MR - 1) / SDI_MR, np = (g->n + SDI_NR - 1) / SDI_NR;
+	int failed = 0;
+	sdi_ukr_fn ukr = sdi_get_ukr();
+	sdi_cvt_fn cvt = sdi_get_cvt();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int t = 0;
+#ifdef _OPENMP
+		t = omp_get_thread_num();
+#endif
+		int ti = t / tn, tj = t % tn;
+		int64_t m0 = (mp * ti / tm) * SDI_MR, m1 = (mp * (ti + 1) / tm) * SDI_MR;
+		int64_t n0 = (np * tj / tn) * SDI_NR, n1 = (np * (tj + 1) / tn) * SDI_NR;
+		if (m1 > g->m)
+			m1 = g->m;
+		if (n1 > g->n)
+			n1 = g->n;
+		sdi_ctx x = {ukr, cvt, NULL, NULL, NULL, NULL};
+		x.apack = sdi_alloc(sizeof(float) * SDI_MC * SDI_KC_MAX);
+		x.bpack = sdi_alloc(sizeof(float) * SDI_NC * SDI_KC_MAX);
+		x.row = sdi_alloc(sizeof(float) * SDI_KC_MAX);
+		x.tmp = sdi_alloc(sizeof(float) * SDI_MR * SDI_NR);
+		if (!x.apack || !x.bpack || !x.row || !x.tmp) {
+#pragma omp atomic write
+			failed = 1;
+		} else if (m0 < m1 && n0 < n1) {
+			gemm_tile(g, &x, m0, m1, n0, n1);
+		}
+		free(x.apack), free(x.bpack), free(x.row), free(x.tmp);
+	}
+	return failed ? SD_ERR_NOMEM : SD_OK;
+}
+
+/* ---- entry points ---- */
+
+int sd_linear(float *y, const float *x, const void *w, int wdt, const void *b, int bdt,
+	      int64_t m, int64_t n, int64_t k, char *msg, int msglen)
+{
+	if (m < 0 || n < 0 || k < 0)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "linear: negative size m=%lld n=%lld k=%lld",
+				(long long)m, (long long)n, (long long)k);
+	if (!sdi_dtype_ok(wdt) || (b && !sdi_dtype_ok(bdt)))
+		return sdi_fail(msg, msglen, SD_ERR_DTYPE, "linear: bad dtype %d/%d", wdt, bdt);
+	if (m * n > 0 && (!y || (k > 0 && (!x || !w))))
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "linear: null pointer");
+	float *bias = sdi_vec_f32(b, bdt, n);
+	if (b && !bias)
+		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "linear: out of memory");
+	sdi_gemm g = {.m = m, .n = n, .k = k, .a = x, .adt = SD_F32, .lda = k,
+		      .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt, .ldb = k,
+		      .c = y, .ldc = n, .bias_n = bias};
+	int st = sdi_gemm_run(&g);
+	free(bias);
+	if (st)
+		return sdi_fail(msg, msglen, st, "linear: out of memory");
+	return SD_OK;
+}
+
+int sd_matmul_f32(float *y, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+		  char *msg, int msglen)
+{
+	if (m < 0 || n < 0 || k < 0)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "matmul: negative size");
+	if (m * n > 0 && (!y || (k > 0 && (!a || !b))))
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "matmul: null pointer");
+	sdi_gemm g = {.m = m, .n = n, .k = k, .a = a, .adt = SD_F32, .lda = k,
+		      .b_kind = SDI_B_ROWS, .b = b, .bdt = SD_F32, .ldb = n, .c = y, .ldc = n};
+	if (sdi_gemm_run(&g))
+		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "matmul: out of memory");
+	return SD_OK;
+}

@@ -1,0 +1,58 @@
+/* gemm.h - the packed GEMM driver shared by linear, matmul, conv2d and attention. */
+#ifndef GOSD_GEMM_H
+#define GOSD_GEMM_H
+
+#include "internal.h"
+
+/*
+ * Register block of the micro-kernels: a micro-tile of C is SDI_MR rows by
+ * SDI_NR columns. Packed A holds SDI_MR rows interleaved per k ([kc][MR]),
+ * packed B holds SDI_NR columns per k ([kc][NR]), both zero padded; a future
+ * bf16 kernel packs pairs of k instead and keeps the same driver.
+ */
+#define SDI_MR 12
+#define SDI_NR 32
+
+/* Geometry of an implicit-GEMM convolution (B is im2col(x), generated while packing). */
+typedef struct {
+	const float *x; /* [C, H, W] of one image */
+	int64_t c, h, w, kh, kw, stride, pt, pl, ho, wo;
+} sdi_conv_geo;
+
+enum {
+	SDI_A_ROWS = 0,   /* A[i][p] = a[i*lda + p], dtype adt */
+	SDI_B_ROWS = 1,   /* B[p][j] = b[p*ldb + j], f32 */
+	SDI_B_TRANS = 2,  /* B[p][j] = b[j*ldb + p], dtype bdt */
+	SDI_B_IM2COL = 3, /* B[p][j] = im2col(geo)[p][j] */
+};
+
+/* C[M, N] = A[M, K]·B[K, N] (+ bias_m[i] per row) (+ bias_n[j] per column). */
+typedef struct {
+	int64_t m, n, k;
+	const void *a;
+	int adt;
+	int64_t lda;
+	int b_kind;
+	const void *b;
+	int bdt;
+	int64_t ldb;
+	const sdi_conv_geo *geo;
+	float *c;
+	int64_t ldc;
+	const float *bias_m, *bias_n;
+	int nthreads; /* 0: sdi_threads() */
+} sdi_gemm;
+
+/* Micro-kernel: C[MR, NR] (row stride ldc) = (accum ? C : 0) + A·B over k. */
+typedef void (*sdi_ukr_fn)(int64_t k, const float *a, const float *b, float *c, int64_t ldc,
+			   int accum);
+/* Row converter: dst[i] = f32(src[off + i]) for i < n. */
+typedef void (*sdi_cvt_fn)(const void *src, int dt, int64_t off, int64_t n, float *dst);
+
+sdi_ukr_fn sdi_get_ukr(void);
+sdi_cvt_fn sdi_get_cvt(void);
+
+/* sdi_gemm_run computes g; returns SD_OK or SD_ERR_NOMEM. */
+int sdi_gemm_run(const sdi_gemm *g);
+
+#endif

@@ -1,0 +1,193 @@
+/* runtime.c - thread count, kernel family selection, errors, probes. */
+#include "internal.h"
+
+#include <time.h>
+
+static int g_threads;    /* 0: not yet set */
+static int g_isa = -1;   /* -1: not yet chosen */
+
+int sdi_fail(char *msg, int msglen, int status, const char *fmt, ...)
+{
+	if (msg && msglen > 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(msg, (size_t)msglen, fmt, ap);
+		va_end(ap);
+	}
+	return status;
+}
+
+void *sdi_alloc(size_t bytes)
+{
+	void *p = NULL;
+	if (bytes == 0)
+		bytes = 64;
+	if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0)
+		return NULL;
+	return p;
+}
+
+int sdi_dtype_ok(int dt) { return dt == SD_F32 || dt == SD_F16 || dt == SD_BF16; }
+
+float *sdi_vec_f32(const void *p, int dt, int64_t n)
+{
+	if (!p)
+		return NULL;
+	float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+	if (!v)
+		return NULL;
+	for (int64_t i = 0; i < n; i++)
+		v[i] = sdi_load(p, dt, i);
+	return v;
+}
+
+static int ncpus(void)
+{
+#ifdef _OPENMP
+	return omp_get_num_procs();
+#else
+	return 1;
+#endif
+}
+
+int sd_cpu_set_threads(int n)
+{
+	if (n <= 0)
+		n = ncpus();
+	__atomic_store_n(&g_threads, n, __ATOMIC_RELAXED);
+	return SD_OK;
+}
+
+int sd_cpu_threads(void) { return sdi_threads(); }
+
+int sdi_threads(void)
+{
+	int n = __atomic_load_n(&g_threads, __ATOMIC_RELAXED);
+	if (n <= 0) {
+		n = ncpus();
+		__atomic_store_n(&g_threads, n, __ATOMIC_RELAXED);
+	}
+	return n;
+}
+
+int sd_cpu_has_avx512(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+	       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+static int default_isa(void)
+{
+	const char *env = getenv("GOSD_CPU");
+	if (env && strcmp(env, "portable") == 0)
+		return SD_ISA_PORTABLE;
+	return sd_cpu_has_avx512() ? SD_ISA_AVX512 : SD_ISA_PORTABLE;
+}
+
+int sdi_isa(void)
+{
+	int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);
+	if (isa < 0) {
+		isa = default_isa();
+		__atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
+	}
+	return isa;
+}
+
+int sd_cpu_isa(void) { return sdi_isa(); }
+
+int sd_cpu_set_isa(int isa, char *msg, int msglen)
+{
+	if (isa < 0)
+		isa = default_isa();
+	if (isa != SD_ISA_PORTABLE && isa != SD_ISA_AVX512)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "unknown kernel family %d", isa);
+	if (isa == SD_ISA_AVX512 && !sd_cpu_has_avx512())
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "this CPU lacks AVX-512");
+	__atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
+	return SD_OK;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 8 dependent adds per iteration: one add per cycle on every x86 core. */
+static uint64_t add_chain(uint64_t iters, uint64_t x)
+{
+	for (uint64_t i = 0; i < iters; i++) {
+		__asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+				 "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+				 : "+r"(x));
+	}
+	return x;
+}
+
+#include <immintrin.h>
+
+/* 12 independent FMA chains of 16 lanes: enough to cover FMA latency. */
+SDI_AVX512 static double fma_loop(uint64_t iters)
+{
+	__m512 a0 = _mm512_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+	__m512 a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+	__m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+	for (uint64_t i = 0; i < iters; i++) {
+		a0 = _mm512_fmadd_ps(a0, m, c);
+		a1 = _mm512_fmadd_ps(a1, m, c);
+		a2 = _mm512_fmadd_ps(a2, m, c);
+		a3 = _mm512_fmadd_ps(a3, m, c);
+		a4 = _mm512_fmadd_ps(a4, m, c);
+		a5 = _mm512_fmadd_ps(a5, m, c);
+		a6 = _mm512_fmadd_ps(a6, m, c);
+		a7 = _mm512_fmadd_ps(a7, m, c);
+		a8 = _mm512_fmadd_ps(a8, m, c);
+		a9 = _mm512_fmadd_ps(a9, m, c);
+		a10 = _mm512_fmadd_ps(a10, m, c);
+		a11 = _mm512_fmadd_ps(a11, m, c);
+	}
+	__m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+				 _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+	s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+	return (double)_mm512_reduce_add_ps(s);
+}
+
+int sd_cpu_probe(double seconds, double *ghz, double *gflops, char *msg, int msglen)
+{
+	if (!ghz || !gflops || !(seconds > 0))
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "probe: bad arguments");
+	volatile uint64_t sink = 0;
+	double best = 0;
+	uint64_t iters = 1 << 20;
+	double t0 = now(), deadline = t0 + seconds / 2;
+	while (now() < deadline) {
+		double s = now();
+		sink += add_chain(iters, sink);
+		double dt = now() - s;
+		double f = (double)iters * 8 / dt / 1e9;
+		if (f > best)
+			best = f;
+	}
+	*ghz = best;
+	*gflops = 0;
+	if (sd_cpu_has_avx512()) {
+		double bestf = 0;
+		deadline = now() + seconds / 2;
+		volatile double vs = 0;
+		while (now() < deadline) {
+			double s = now();
+			vs += fma_loop(iters);
+			double dt = now() - s;
+			double f = (double)iters * 12 * 16 * 2 / dt / 1e9;
+			if (f > bestf)
+				bestf = f;
+		}
+		*gflops = bestf;
+	}
+	(void)sink;
+	return SD_OK;
+}

@@ -1,0 +1,247 @@
+package tensor
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/gosd/gosd/bindings/cpu"
+)
+
+// CPU is the native CPU backend: C kernels (csrc/) called through cgo, with
+// AVX-512 micro-kernels chosen at run time and a portable C path for other
+// CPUs (forced with the environment variable GOSD_CPU=portable). It checks
+// shapes and dtypes in Go before crossing into C. Kernels use all CPUs unless
+// SetThreads says otherwise.
+type CPU struct{}
+
+// NewCPU returns the native CPU backend.
+func NewCPU() *CPU { return &CPU{} }
+
+// Name reports the kernel family in use: "cpu/avx512" or "cpu/portable".
+func (*CPU) Name() string {
+	if cpu.ISA() == cpu.ISAAVX512 {
+		return "cpu/avx512"
+	}
+	return "cpu/portable"
+}
+
+// SetThreads sets the number of threads the native kernels use (process
+// wide); n <= 0 means all CPUs.
+func (*CPU) SetThreads(n int) { cpu.SetThreads(n) }
+
+// Threads returns the number of threads the native kernels use.
+func (*CPU) Threads() int { return cpu.Threads() }
+
+// SetKernels selects the kernel family for the whole process: "avx512",
+// "portable", or "auto" (the best the CPU supports unless GOSD_CPU=portable).
+func (*CPU) SetKernels(name string) error {
+	isa := -1
+	switch name {
+	case "auto":
+	case "portable":
+		isa = cpu.ISAPortable
+	case "avx512":
+		isa = cpu.ISAAVX512
+	default:
+		return fmt.Errorf("tensor: unknown CPU kernel family %q", name)
+	}
+	return cpu.SetISA(isa)
+}
+
+// CPUHasAVX512 reports whether this CPU can run the AVX-512 kernels.
+func CPUHasAVX512() bool { return cpu.HasAVX512() }
+
+// wt converts a weight tensor (possibly nil) for the binding.
+func wt(t *Tensor) cpu.Weight {
+	if t == nil {
+		return cpu.Weight{}
+	}
+	return cpu.Weight{F32: t.F32, Half: t.Half, DType: int(t.DType)}
+}
+
+// opErr wraps a binding error as an *OpError.
+func opErr(op string, err error, w *Tensor, ts ...*Tensor) error {
+	if err == nil {
+		return nil
+	}
+	kind := ErrBackend
+	var ce *cpu.Error
+	if errors.As(err, &ce) {
+		switch ce.Status {
+		case cpu.StatusArg:
+			kind = ErrShape
+		case cpu.StatusDType:
+			kind = ErrDType
+		}
+	}
+	e := &OpError{Op: op, Shapes: shapes(ts...), Err: kind, Detail: err.Error()}
+	if w != nil {
+		e.DType = w.DType
+	}
+	return e
+}
+
+func (*CPU) Linear(y, x, w, b *Tensor) error {
+	if err := checkLinear(y, x, w, b); err != nil {
+		return err
+	}
+	n, k := w.Shape[0], w.Shape[1]
+	m := Numel(x.Shape[:len(x.Shape)-1])
+	return opErr("linear", cpu.Linear(y.F32, x.F32, wt(w), wt(b), m, n, k), w, x, w, b, y)
+}
+
+func (*CPU) MatMul(y, a, b *Tensor) error {
+	if err := checkMatMul(y, a, b); err != nil {
+		return err
+	}
+	m, k, n := a.Shape[0], a.Shape[1], b.Shape[1]
+	return opErr("matmul", cpu.MatMul(y.F32, a.F32, b.F32, m, n, k), nil, a, b, y)
+}
+
+func (*CPU) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
+	if err := checkConv2D(y, x, w, b, p); err != nil {
+		return err
+	}
+	bs, c, h, wd := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	o, kh, kw := w.Shape[0], w.Shape[2], w.Shape[3]
+	ho, wo := y.Shape[2], y.Shape[3]
+	return opErr("conv2d", cpu.Conv2D(y.F32, x.F32, wt(w), wt(b), bs, c, h, wd, o, kh, kw,
+		p.Stride, p.PadTop, p.PadLeft, ho, wo), w, x, w, b, y)
+}
+
+func (*CPU) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, silu bool) error {
+	if err := checkGroupNorm(y, x, gamma, beta, groups); err != nil {
+		return err
+	}
+	if x.Numel() == 0 {
+		return nil
+	}
+	bs, c := x.Shape[0], x.Shape[1]
+	s := x.Numel() / (bs * c)
+	return opErr("group_norm", cpu.GroupNorm(y.F32, x.F32, wt(gamma), wt(beta), bs, c, s, groups, eps, silu),
+		gamma, x, gamma, beta)
+}
+
+func (*CPU) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
+	if err := checkLayerNorm(y, x, gamma, beta); err != nil {
+		return err
+	}
+	c := x.Dim(-1)
+	if x.Numel() == 0 {
+		return nil
+	}
+	return opErr("layer_norm", cpu.LayerNorm(y.F32, x.F32, wt(gamma), wt(beta), x.Numel()/c, c, eps),
+		gamma, x, gamma, beta)
+}
+
+func (*CPU) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
+	if err := checkAttention(y, q, k, v, heads, causal); err != nil {
+		return err
+	}
+	bs, lq, lk, hd := q.Shape[0], q.Shape[1], k.Shape[1], q.Shape[2]
+	return opErr("attention", cpu.Attention(y.F32, q.F32, k.F32, v.F32, bs, lq, lk, heads, hd/heads, causal),
+		nil, q, k, v)
+}
+
+func (*CPU) Unary(y, x *Tensor, op Unary) error {
+	if err := checkUnary(y, x, op); err != nil {
+		return err
+	}
+	return opErr("unary", cpu.Unary(y.F32, x.F32, int(op)), nil, x, y)
+}
+
+func (*CPU) Add(y, a, b *Tensor) error {
+	if err := checkBinary("add", y, a, b); err != nil {
+		return err
+	}
+	return opErr("add", cpu.Add(y.F32, a.F32, b.F32), nil, a, b, y)
+}
+
+func (*CPU) Mul(y, a, b *Tensor) error {
+	if err := checkBinary("mul", y, a, b); err != nil {
+		return err
+	}
+	return opErr("mul", cpu.Mul(y.F32, a.F32, b.F32), nil, a, b, y)
+}
+
+func (*CPU) Scale(y, x *Tensor, s, t float32) error {
+	if err := checkScale(y, x); err != nil {
+		return err
+	}
+	return opErr("scale", cpu.Scale(y.F32, x.F32, s, t), nil, x, y)
+}
+
+func (*CPU) AddChannel(y, x, c *Tensor) error {
+	if err := checkAddChannel(y, x, c); err != nil {
+		return err
+	}
+	p := c.Numel()
+	if p == 0 {
+		return nil
+	}
+	return opErr("add_channel", cpu.AddChannel(y.F32, x.F32, c.F32, p, x.Numel()/p), nil, x, c)
+}
+
+func (*CPU) GEGLU(y, x *Tensor) error {
+	if err := checkGEGLU(y, x); err != nil {
+		return err
+	}
+	n := x.Dim(-1) / 2
+	rows := Numel(x.Shape[:len(x.Shape)-1])
+	return opErr("geglu", cpu.GEGLU(y.F32, x.F32, rows, n), nil, x, y)
+}
+
+func (*CPU) Transpose(y, x *Tensor) error {
+	if err := checkTranspose(y, x); err != nil {
+		return err
+	}
+	return opErr("transpose", cpu.Transpose(y.F32, x.F32, x.Shape[0], x.Shape[1], x.Shape[2]), nil, x, y)
+}
+
+func (*CPU) Concat(y, a, b *Tensor) error {
+	if err := checkConcat(y, a, b); err != nil {
+		return err
+	}
+	bs := a.Shape[0]
+	if bs == 0 {
+		return nil
+	}
+	return opErr("concat", cpu.Concat(y.F32, a.F32, b.F32, bs, a.Numel()/bs, b.Numel()/bs), nil, a, b, y)
+}
+
+func (*CPU) Upsample2x(y, x *Tensor) error {
+	if err := checkUpsample2x(y, x); err != nil {
+		return err
+	}
+	return opErr("upsample2x", cpu.Upsample2x(y.F32, x.F32, x.Shape[0]*x.Shape[1], x.Shape[2], x.Shape[3]),
+		nil, x, y)
+}
+
+// HalfToF32 converts an F16 or BF16 tensor x into the F32 tensor y of the same size.
+func (*CPU) HalfToF32(y, x *Tensor) error {
+	if err := checkF32("cast", y); err != nil {
+		return err
+	}
+	if x == nil || (x.DType != F16 && x.DType != BF16) || len(x.Half) != x.Numel() {
+		return &OpError{Op: "cast", Err: ErrDType, Detail: "want an f16 or bf16 source"}
+	}
+	if x.Numel() != y.Numel() {
+		return bad("cast", []*Tensor{x, y}, "want equal sizes")
+	}
+	return opErr("cast", cpu.HalfToF32(y.F32, x.Half, int(x.DType)), x, x, y)
+}
+
+// F32ToHalf converts the F32 tensor x into y (F16 or BF16) of the same size,
+// rounding to nearest even.
+func (*CPU) F32ToHalf(y, x *Tensor) error {
+	if err := checkF32("cast", x); err != nil {
+		return err
+	}
+	if y == nil || (y.DType != F16 && y.DType != BF16) || len(y.Half) != y.Numel() {
+		return &OpError{Op: "cast", Err: ErrDType, Detail: "want an f16 or bf16 destination"}
+	}
+	if x.Numel() != y.Numel() {
+		return bad("cast", []*Tensor{x, y}, "want equal sizes")
+	}
+	return opErr("cast", cpu.F32ToHalf(y.Half, x.F32, int(y.DType)), y, x, y)
+}
