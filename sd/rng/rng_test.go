@@ -98,7 +98,7 @@ func TestPhiloxStream(t *testing.T) {
 	second := p.Randn(10)
 	for i := range second {
 		w := philox4x32([4]uint32{1, 0, uint32(i), 0}, [2]uint32{2024, 0})
-		if want := curandBoxMullerX(w[0], w[1]); second[i] != want {
+		if want := sineBM(w); second[i] != want {
 			t.Fatalf("second call [%d] = %v, want %v", i, second[i], want)
 		}
 		if second[i] == first[i] {
@@ -108,7 +108,7 @@ func TestPhiloxStream(t *testing.T) {
 	// A larger seed fills the key's high word.
 	big := NewPhilox(1<<32 + 2024).Randn(4)
 	w := philox4x32([4]uint32{0, 0, 2, 0}, [2]uint32{2024, 1})
-	if big[2] != curandBoxMullerX(w[0], w[1]) || big[0] == first[0] {
+	if big[2] != sineBM(w) || big[0] == first[0] {
 		t.Fatalf("64-bit seed: got %v", big)
 	}
 	// Moments: 30000 values, mean within 4.5 standard errors of 0, variance near 1.
@@ -121,6 +121,47 @@ func TestPhiloxStream(t *testing.T) {
 	mean, vr := s/30000, s2/30000
 	if math.Abs(mean) > 4.5/math.Sqrt(30000) || math.Abs(vr-1) > 0.05 {
 		t.Fatalf("mean %v variance %v", mean, vr)
+	}
+}
+
+func sineBM(w [4]uint32) float32 {
+	s, _ := curandBoxMuller(w[0], w[1])
+	return s
+}
+
+// TestPhiloxThreadLimit: with fewer resident threads T than elements, element
+// e comes from thread e mod T, loop round q/4 with q = e div T, and output q mod
+// 4 of curand_normal4 (sin and cos of words 0,1, then of words 2,3); each call
+// advances the counter by the number of rounds.
+func TestPhiloxThreadLimit(t *testing.T) {
+	const T = 512
+	p := NewPhiloxThreads(99, T+100) // rounded down to whole blocks
+	counter := uint64(0)
+	for _, n := range []int{3000, 700, 2049} {
+		got := p.Randn(n)
+		for e := range got {
+			i, q := e%T, e/T
+			w := philox4x32([4]uint32{uint32(counter) + uint32(q/4), 0, uint32(i), 0}, [2]uint32{99, 0})
+			s, c := curandBoxMuller(w[2*(q%4/2)], w[2*(q%4/2)+1])
+			want := s
+			if q%2 == 1 {
+				want = c
+			}
+			if got[e] != want {
+				t.Fatalf("n %d: element %d = %v, want %v", n, e, got[e], want)
+			}
+		}
+		counter += uint64((n-1)/(4*T) + 1)
+	}
+	if counter != 2+1+2 { // rounds: 3000 and 2049 need 2, 700 needs 1
+		t.Fatalf("counter %d", counter)
+	}
+	// Below the limit the layout is one thread per element.
+	a, b := NewPhiloxThreads(5, 1<<20).Randn(5000), NewPhilox(5).Randn(5000)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("element %d: %v with a high thread limit, %v without", i, a[i], b[i])
+		}
 	}
 }
 
