@@ -2,8 +2,8 @@ package rng
 
 import "math"
 
-// CPU reproduces torch.randn on the CPU for contiguous float32 tensors, with
-// PyTorch 1.13 to 2.x semantics.
+// CPU reproduces torch.randn on the CPU for contiguous float32 tensors
+// (checked against PyTorch 1.13, see testdata/README.md).
 //
 // PyTorch draws from mt19937 and takes two paths depending on the element
 // count n of one call:
@@ -25,6 +25,9 @@ import "math"
 // and an AVX2 version with polynomial log/sin/cos (avx_mathfun) picked on x86
 // CPUs with AVX2. Plain selects the former; the default (AVX2) selects the
 // latter, see NewCPUVariant.
+//
+// Not reproduced: randn into non-contiguous, half-precision or float64
+// tensors, which PyTorch fills element by element through other transforms.
 type CPU struct {
 	mt      *mt19937
 	plain   bool

@@ -1,18 +1,22 @@
-// Package rng produces Gaussian noise that matches PyTorch's random generators
-// bit for bit (or to the last float32 bit where PyTorch itself calls libm), so
-// that a seed gives the same starting latent as PyTorch-based tools:
+// Package rng produces Gaussian noise that matches PyTorch's random generators,
+// so that a seed gives the same starting latent as PyTorch-based tools:
 //
 //   - "cuda": torch.randn on a CUDA device, the default noise of AUTOMATIC1111
-//     (Philox4x32-10 counter-based generator with curand's Box-Muller);
+//     (Philox4x32-10 counter-based generator with curand's Box-Muller).
+//     Matches the golden run's noise bit for bit; a real GPU's fast sine
+//     intrinsic can differ by about 1e-6.
 //   - "cpu": torch.randn on the CPU, the default noise of ComfyUI (mt19937 with
-//     PyTorch's own uniform and normal transforms), as PyTorch's AVX2 build
-//     computes it on x86 CPUs with AVX2;
-//   - "cpu-plain": the same with PyTorch's portable (non-AVX2) transform, used
-//     on other CPUs (ARM, and x86 builds that pick AVX-512 or no vector code).
+//     PyTorch's own uniform and normal transforms), as PyTorch's AVX2 kernels
+//     compute it on x86 CPUs with AVX2. Bit for bit against PyTorch 1.13.
+//   - "cpu-plain": the same with PyTorch's portable (non-AVX2) kernels, used on
+//     other CPUs (ARM, no AVX2, and as far as we know PyTorch 2.x running its
+//     AVX-512 kernels). Those call glibc's float logf/sinf/cosf, which are not
+//     always correctly rounded: about 2% of values are 1-2 float32 ulps off.
 //
 // Each Source is a stream: successive Randn calls continue it the way
 // successive torch.randn calls on one freshly seeded generator would. Sources
-// are not safe for concurrent use.
+// are not safe for concurrent use. The CPU generator, like PyTorch's, uses
+// only the low 32 bits of the seed.
 package rng
 
 import (
@@ -31,7 +35,8 @@ type Source interface {
 // Kinds lists the generator kinds New accepts.
 var Kinds = []string{"cuda", "cpu", "cpu-plain"}
 
-// New returns a Source of the given kind (one of Kinds, see the package doc) seeded as torch.manual_seed(seed) would seed it.
+// New returns a Source of the given kind (one of Kinds, see the package doc),
+// seeded as torch.manual_seed(seed) would seed it.
 func New(kind string, seed uint64) (Source, error) {
 	switch strings.ToLower(kind) {
 	case "cuda":
