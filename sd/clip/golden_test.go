@@ -56,20 +56,48 @@ func TestGoldenSD15(t *testing.T) {
 			t.Fatalf("%s has shape %v", f, shape)
 		}
 		got := y.F32[i*n : (i+1)*n]
-		var maxAbs, maxWant, se, sw float64
-		for j, w := range want {
-			d := math.Abs(float64(got[j]) - float64(w))
-			maxAbs = math.Max(maxAbs, d)
-			maxWant = math.Max(maxWant, math.Abs(float64(w)))
-			se += d * d
-			sw += float64(w) * float64(w)
-		}
-		rel, rms := maxAbs/maxWant, math.Sqrt(se/sw)
-		t.Logf("%s: max abs err %.3g, max abs err / max |want| %.3g, relative RMS err %.3g", f, maxAbs, rel, rms)
-		// float32 with different summation orders: expect ~1e-6, allow 1e-4.
-		if rel > 1e-4 || rms > 1e-4 {
-			t.Errorf("%s: relative error %.3g (RMS %.3g) exceeds 1e-4", f, rel, rms)
-		}
+		checkClose(t, f, got, want)
+	}
+
+	// Clip skip 2 against testdata/clip/cond_clipskip2_rows16.npy, the first
+	// 16 rows written by testdata/clip/clipskip_golden.py (PyTorch).
+	want, shape, err := npy.Read(repoRoot(t) + "/testdata/clip/cond_clipskip2_rows16.npy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tensor.SameShape(shape, []int{16, 768}) {
+		t.Fatalf("cond_clipskip2_rows16.npy has shape %v", shape)
+	}
+	y2, err := m.Encode(be, [][]int{cond}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkClose(t, "clip skip 2", y2.F32[:16*768], want)
+	var skipDiff float64
+	for j := range want {
+		skipDiff = math.Max(skipDiff, math.Abs(float64(y2.F32[j]-y.F32[j])))
+	}
+	if skipDiff < 0.1 {
+		t.Errorf("clip skip 2 differs from clip skip 1 by only %.3g", skipDiff)
+	}
+}
+
+// checkClose compares float32 results: different summation orders give
+// relative errors near 1e-6; anything above 1e-4 is a bug.
+func checkClose(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	var maxAbs, maxWant, se, sw float64
+	for j, w := range want {
+		d := math.Abs(float64(got[j]) - float64(w))
+		maxAbs = math.Max(maxAbs, d)
+		maxWant = math.Max(maxWant, math.Abs(float64(w)))
+		se += d * d
+		sw += float64(w) * float64(w)
+	}
+	rel, rms := maxAbs/maxWant, math.Sqrt(se/sw)
+	t.Logf("%s: max abs err %.3g, max abs err / max |want| %.3g, relative RMS err %.3g", what, maxAbs, rel, rms)
+	if rel > 1e-4 || rms > 1e-4 || maxWant < 1 {
+		t.Errorf("%s: relative error %.3g (RMS %.3g, max |want| %.3g)", what, rel, rms, maxWant)
 	}
 }
 
