@@ -53,7 +53,9 @@ var ErrNoNoise = errors.New("sample: this sampler needs a noise source")
 //     x_ddpm' = sqrt(a') x0 + sqrt(1-a') eps becomes x' = D + s' (x - D) / s,
 //     which is algebraically the Euler step above (Song et al. 2020, eq. 14;
 //     Karras et al. 2022, sec. 3). The DDIM timesteps of the original
-//     implementation are a schedule choice, not a sampler one.
+//     implementation are a schedule choice, not a sampler one: the
+//     "ddim_uniform" schedule. (The original's last step stops at timestep 0,
+//     sigma 0.029, instead of 0.)
 func Run(ctx context.Context, name string, x []float32, sigmas []float64, denoise Denoiser,
 	noise rng.Source, progress func(step, total int)) ([]float32, error) {
 	var step stepFunc

@@ -212,3 +212,33 @@ func TestScheduleErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDDIMUniform: the DDIM timesteps 1 + k*(T/n), largest first, then 0.
+func TestDDIMUniform(t *testing.T) {
+	s := sd15Schedule(t)
+	ac, _ := DefaultDDPM().AlphasCumprod()
+	sigmaAt := func(ts int) float64 {
+		a := float32(ac[ts])
+		return math.Sqrt(float64(float32(1-a) / a))
+	}
+	for _, c := range []struct {
+		n     int
+		first int // largest timestep
+		count int // nonzero sigmas
+	}{{50, 981, 50}, {7, 995, 8}, {3, 667, 3}, {1, 1, 1}, {1000, 999, 999}} {
+		got, err := s.Sigmas("ddim_uniform", c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != c.count+1 || got[len(got)-1] != 0 {
+			t.Fatalf("%d steps: %d sigmas, want %d then 0", c.n, len(got), c.count)
+		}
+		step := 1000 / c.n
+		for k := 0; k < c.count; k++ {
+			want := sigmaAt(c.first - k*step)
+			if relDiff(got[k], want) > 1e-7 {
+				t.Errorf("%d steps: sigma[%d] = %.9g, want sigma(t=%d) = %.9g", c.n, k, got[k], c.first-k*step, want)
+			}
+		}
+	}
+}

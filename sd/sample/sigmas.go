@@ -7,7 +7,7 @@ import (
 )
 
 // Schedules lists the sigma schedule names Sigmas accepts.
-var Schedules = []string{"normal", "discrete", "karras", "exponential"}
+var Schedules = []string{"normal", "discrete", "karras", "exponential", "ddim_uniform"}
 
 // MaxSteps bounds the number of sampling steps a schedule may have.
 const MaxSteps = 10000
@@ -25,9 +25,14 @@ const KarrasRho = 7.0
 //     smax^(1/rho)))^rho with rho 7 between the model's SigmaMin and SigmaMax
 //     (Karras et al. 2022, eq. 5).
 //   - "exponential": evenly spaced in log sigma from SigmaMax to SigmaMin.
+//   - "ddim_uniform": the timesteps of the original DDIM implementation,
+//     1 + k*c for c = T/n (integer division) and k = 0, 1, ... while below T,
+//     from the largest down, then 0 (as ComfyUI's ddim_uniform; AUTOMATIC1111's
+//     DDIM uses the same timesteps). When c does not divide T-1 this gives
+//     more than n steps (7 steps: c = 142, 8 timesteps), as those tools do.
 //
 // Every sigma is rounded to float32, the precision the model sees. A single
-// step (n = 1) starts at SigmaMax.
+// step (n = 1) starts at SigmaMax (ddim_uniform: at timestep 1).
 func (s *Schedule) Sigmas(name string, n int) ([]float64, error) {
 	if n < 1 || n > MaxSteps {
 		return nil, fmt.Errorf("sample: %d steps, want 1..%d", n, MaxSteps)
@@ -57,6 +62,14 @@ func (s *Schedule) Sigmas(name string, n int) ([]float64, error) {
 		for i := 0; i < n; i++ {
 			out[i] = float64(float32(math.Exp(a + frac(i)*(b-a))))
 		}
+	case "ddim_uniform":
+		T := len(s.sigmas)
+		c := max(T/n, 1)
+		out = out[:0]
+		for t := 1 + (T-2)/c*c; t >= 1; t -= c {
+			out = append(out, float64(s.sigmas[t]))
+		}
+		out = append(out, 0)
 	default:
 		return nil, fmt.Errorf("sample: unknown schedule %q (valid: %s)", name, strings.Join(Schedules, ", "))
 	}
