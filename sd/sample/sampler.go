@@ -20,7 +20,7 @@ type Denoiser func(ctx context.Context, x []float32, sigma float64) (denoised []
 var Samplers = []string{"euler", "euler_a", "dpmpp_2m", "ddim"}
 
 // ErrNoNoise is returned by Run when an ancestral sampler gets no noise source.
-var ErrNoNoise = errors.New("sample: this sampler needs a noise source")
+var ErrNoNoise = errors.New("sampler needs a noise source")
 
 // Run integrates x from sigmas[0] down to sigmas[len-1] with the named sampler
 // and returns the result as a new slice (x is not modified). x: [N] f32 at
@@ -64,7 +64,7 @@ func Run(ctx context.Context, name string, x []float32, sigmas []float64, denois
 		step = eulerStep
 	case "euler_a":
 		if noise == nil {
-			return nil, ErrNoNoise
+			return nil, fmt.Errorf("sample: %s: %w", name, ErrNoNoise)
 		}
 		step = func(st *state, x, d []float32, s, sNext float64) { eulerAncestralStep(st, x, d, s, sNext, noise) }
 	case "dpmpp_2m":
