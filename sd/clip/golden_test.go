@@ -21,7 +21,7 @@ func TestGoldenSD15(t *testing.T) {
 		t.Skip("full-size checkpoint test skipped in -short mode")
 	}
 	path := testckpt.SD15(t)
-	st, err := ckpt.OpenSafetensors(path)
+	st, err := ckpt.Open(path, ckpt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
