@@ -76,12 +76,14 @@ func OpenDiffusers(path string) (*Diffusers, error) {
 			d.Close()
 		}
 	}()
+	for _, comp := range DiffusersComponents {
+		if st, err := os.Stat(filepath.Join(dir, comp)); err != nil || !st.IsDir() {
+			return nil, formatErr(dir, "", "diffusers folder has no %s/ folder", comp)
+		}
+	}
 	var all []string
 	for _, comp := range DiffusersComponents {
 		cdir := filepath.Join(dir, comp)
-		if st, err := os.Stat(cdir); err != nil || !st.IsDir() {
-			return nil, formatErr(dir, "", "diffusers folder has no %s/ folder", comp)
-		}
 		if b, err := os.ReadFile(filepath.Join(cdir, "config.json")); err == nil {
 			if !json.Valid(b) {
 				return nil, formatErr(filepath.Join(cdir, "config.json"), "", "is not valid JSON")

@@ -463,12 +463,12 @@ func (u *unpickler) step(op byte) error {
 			return err
 		}
 		return u.push(string(b))
-	case 'V': // UNICODE (raw-unicode-escape text; plain ASCII suffices here)
+	case 'V': // UNICODE (raw-unicode-escape text)
 		s, err := u.line()
 		if err != nil {
 			return err
 		}
-		return u.push(s)
+		return u.push(rawUnicodeEscape(s))
 	case 'T': // BINSTRING
 		b, err := u.sized(4)
 		if err != nil {
@@ -904,10 +904,37 @@ func rebuildTensor(args []any) (any, error) {
 			}
 			last += (d - 1) * stride[i]
 		}
+		if numel > 16*st.numel+1<<20 {
+			return nil, fmt.Errorf("pickle: tensor view of %d elements is far larger than its storage %q of %d elements",
+				numel, st.key, st.numel)
+		}
 		if last >= st.numel {
 			return nil, fmt.Errorf("pickle: tensor view (offset %d, size %v, stride %v) runs past its storage %q of %d elements",
 				off, size, stride, st.key, st.numel)
 		}
 	}
 	return &tensorRef{storage: st, offset: off, shape: shape, stride: stride}, nil
+}
+
+// rawUnicodeEscape decodes Python's raw-unicode-escape: latin-1 bytes with
+// \uXXXX and \UXXXXXXXX escapes.
+func rawUnicodeEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') {
+			n := 4
+			if s[i+1] == 'U' {
+				n = 8
+			}
+			if i+2+n <= len(s) {
+				if v, err := strconv.ParseUint(s[i+2:i+2+n], 16, 32); err == nil && v <= 0x10ffff {
+					b.WriteRune(rune(v))
+					i += 1 + n
+					continue
+				}
+			}
+		}
+		b.WriteRune(rune(s[i]))
+	}
+	return b.String()
 }
