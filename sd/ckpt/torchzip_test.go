@@ -285,3 +285,24 @@ func torchCheck(t *testing.T, path string, want []string) {
 		t.Errorf("torch.load summary:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
 }
+
+// TestTorchZipInertGlobals reads a torch.save file holding the bookkeeping
+// objects of real SD 1.x Lightning checkpoints (ModelCheckpoint callback as a
+// dict key and as an object, a numpy float64 scalar).
+func TestTorchZipInertGlobals(t *testing.T) {
+	z, err := OpenTorchZip(fixtures + "tiny_inert.ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer z.Close()
+	if z.Extra()["global_step"] != int64(470000) {
+		t.Errorf("extra %v", z.Extra())
+	}
+	b, err := z.Load("model.diffusion_model.out.2.bias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Float32s(); len(got) != 4 || got[0] != 1 || got[1] != -1 || got[2] != 0.5 || got[3] != 2 {
+		t.Errorf("bias %v", got)
+	}
+}

@@ -36,3 +36,34 @@ plain = collections.OrderedDict()
 plain["conv.weight"] = torch.linspace(-1, 1, 2 * 3 * 3 * 3).reshape(2, 3, 3, 3).half()
 plain["conv.bias"] = torch.tensor([0.5, -0.25]).half()
 torch.save(plain, "tiny_plain.pth", pickle_protocol=4)
+
+# tiny_inert.ckpt - bookkeeping objects real SD 1.x Lightning checkpoints carry
+# (a ModelCheckpoint callback, a numpy scalar), which the Go reader accepts as
+# inert placeholders. pytorch_lightning is not installed here, so a stand-in
+# class is registered under the same module path; the pickle bytes are the same.
+import sys, types
+import numpy as np
+
+for name in ["pytorch_lightning", "pytorch_lightning.callbacks"]:
+    sys.modules[name] = types.ModuleType(name)
+mod = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+
+class ModelCheckpoint:
+    def __init__(self):
+        self.monitor = None
+        self.best_model_score = None
+        self.save_top_k = -1
+
+
+ModelCheckpoint.__module__ = mod.__name__
+mod.ModelCheckpoint = ModelCheckpoint
+sys.modules[mod.__name__] = mod
+inert = {
+    "global_step": 470000,
+    "callbacks": {ModelCheckpoint: {"best_model_path": "", "monitor": None}},
+    "cb_object": ModelCheckpoint(),
+    "loss": np.float64(0.125),
+    "state_dict": collections.OrderedDict([("model.diffusion_model.out.2.bias", torch.tensor([1.0, -1.0, 0.5, 2.0]))]),
+}
+torch.save(inert, "tiny_inert.ckpt")
