@@ -42,6 +42,7 @@ type Request struct {
 	RNG      string  // "cuda" (AUTOMATIC1111's default noise) or "cpu" (ComfyUI's)
 
 	// InitNoise, when set, replaces the seeded starting noise: [4, H/8, W/8]
+	// (H/f, W/f for a VAE with downscale factor f)
 	// values of unit variance, before scaling by the first sigma.
 	InitNoise []float32
 
@@ -57,7 +58,7 @@ type Progress struct {
 
 // Result is a generated image with the parameters that made it.
 type Result struct {
-	Image   *image.NRGBA
+	Image   image.Image
 	Params  Params
 	Timings Timings
 }
@@ -135,8 +136,6 @@ func (r *Request) normalize() error {
 		return badRequest("clip skip %d: must be between 1 and 11", r.ClipSkip)
 	case r.RNG != "cuda" && r.RNG != "cpu":
 		return badRequest("unknown rng %q (valid: cuda, cpu)", r.RNG)
-	case r.InitNoise != nil && len(r.InitNoise) != 4*(r.Width/8)*(r.Height/8):
-		return badRequest("init noise has %d values, size %dx%d needs %d", len(r.InitNoise), r.Width, r.Height, 4*(r.Width/8)*(r.Height/8))
 	}
 	return nil
 }

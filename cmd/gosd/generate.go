@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gosd/gosd/sd"
+	"github.com/gosd/gosd/sd/imageio"
+)
+
+func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	d := sd.DefaultRequest()
+	fs := newFlags("generate", stderr)
+	model := fs.String("model", "", "checkpoint file (.safetensors, .ckpt) or diffusers folder")
+	prompt := fs.String("prompt", "", "prompt text")
+	promptFile := fs.String("prompt-file", "", "read the prompt from this UTF-8 text file")
+	negative := fs.String("negative", "", "negative prompt")
+	negativeFile := fs.String("negative-file", "", "read the negative prompt from this UTF-8 text file")
+	width := fs.Int("width", d.Width, "image width in pixels, a multiple of 8")
+	height := fs.Int("height", d.Height, "image height in pixels, a multiple of 8")
+	steps := fs.Int("steps", d.Steps, "sampling steps")
+	cfg := fs.Float64("cfg", d.CFG, "classifier-free guidance scale")
+	sampler := fs.String("sampler", d.Sampler, "sampler: "+strings.Join(sd.Samplers, ", "))
+	schedule := fs.String("schedule", d.Schedule, "sigma schedule: "+strings.Join(sd.Schedules, ", "))
+	seed := fs.Int64("seed", -1, "noise seed (-1: random)")
+	clipSkip := fs.Int("clip-skip", d.ClipSkip, "CLIP layers to skip from the end (1 = none)")
+	rngKind := fs.String("rng", d.RNG, "noise generator: cuda (AUTOMATIC1111) or cpu (ComfyUI)")
+	output := fs.String("output", "out.png", "output PNG path")
+	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
+	tokenizer := fs.String("tokenizer", "", "folder with the CLIP tokenizer's vocab.json and merges.txt")
+	ema := fs.Bool("ema", false, "use the EMA copy of the UNet weights when the file has one")
+	backend := fs.String("backend", "cpu", "compute backend: cpu or ref (slow pure-Go reference)")
+	verbose := fs.Bool("v", false, "verbose logs")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return usagef("--model is required")
+	}
+	if *prompt != "" && *promptFile != "" {
+		return usagef("give --prompt or --prompt-file, not both")
+	}
+	var err error
+	if *promptFile != "" {
+		if *prompt, err = readTextFile(*promptFile); err != nil {
+			return err
+		}
+	}
+	if *negativeFile != "" {
+		if *negative, err = readTextFile(*negativeFile); err != nil {
+			return err
+		}
+	}
+	if !strings.EqualFold(filepath.Ext(*output), ".png") {
+		return usagef("--output %q: only .png output is supported", *output)
+	}
+	req := sd.Request{
+		Prompt: *prompt, Negative: *negative, Width: *width, Height: *height, Steps: *steps,
+		CFG: *cfg, Sampler: *sampler, Schedule: *schedule, Seed: *seed, ClipSkip: *clipSkip, RNG: *rngKind,
+	}
+	// Validate before the (slow) model load so bad flags fail at once.
+	if err := sd.Validate(req); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *verbose)
+	opts := sd.Options{Backend: *backend, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log}
+	start := time.Now()
+	p, err := sd.Load(ctx, *model, opts)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	log.Info("model loaded", "model", *model, "backend", p.BackendName(), "elapsed", time.Since(start).Round(time.Millisecond))
+
+	bar := isTerminal(stderr)
+	req.Progress = func(pr sd.Progress) {
+		if bar {
+			drawBar(stderr, pr)
+			return
+		}
+		log.Info("step", "step", pr.Step, "steps", pr.Steps, "elapsed", pr.Elapsed.Round(time.Millisecond))
+	}
+	res, err := p.Generate(ctx, req)
+	if bar {
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
+		return err
+	}
+	text := imageio.TextChunk{Key: "parameters", Value: res.Params.Infotext()}
+	if err := imageio.WritePNG(*output, res.Image, text); err != nil {
+		return err
+	}
+	log.Info("done", "output", *output, "seed", res.Params.Seed,
+		"text_encode", res.Timings.TextEncode.Round(time.Millisecond),
+		"s_per_step", fmt.Sprintf("%.3f", res.Timings.PerStep.Seconds()),
+		"vae_decode", res.Timings.VAEDecode.Round(time.Millisecond),
+		"total", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintln(stdout, *output)
+	return nil
+}
+
+// readTextFile reads a prompt file, which must be UTF-8 text.
+func readTextFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("prompt file %s is not UTF-8 text", path)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// drawBar redraws a one-line progress bar.
+func drawBar(w io.Writer, p sd.Progress) {
+	const width = 30
+	n := width * p.Step / max(p.Steps, 1)
+	per := ""
+	if p.Step > 0 {
+		per = fmt.Sprintf(" %.2fs/step", p.Elapsed.Seconds()/float64(p.Step))
+	}
+	fmt.Fprintf(w, "\r[%s%s] %d/%d%s ", strings.Repeat("=", n), strings.Repeat(" ", width-n), p.Step, p.Steps, per)
+}

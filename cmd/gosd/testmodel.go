@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/gosd/gosd/sd/tensor"
+	"github.com/gosd/gosd/sd/testmodel"
+)
+
+func runTestModel(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("testmodel", stderr)
+	family := fs.String("family", "sd15", "model family: sd15")
+	size := fs.String("size", "tiny", "tiny (for tests) or full (the released tensor names and shapes)")
+	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16")
+	layout := fs.String("layout", "single", "single (.safetensors), ckpt (PyTorch zip) or diffusers (folder)")
+	seed := fs.Uint64("seed", testmodel.DefaultSeed, "random seed")
+	output := fs.String("output", "", "output file or folder")
+	configDir := fs.String("config-dir", "", "folder with the real SD 1.5 diffusers configs and tokenizer (diffusers layout; default ../shared/models/sd15)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *output == "" {
+		return usagef("--output is required")
+	}
+	var dt tensor.DType
+	switch strings.ToLower(*dtype) {
+	case "f32", "fp32", "float32":
+		dt = tensor.F32
+	case "f16", "fp16", "float16":
+		dt = tensor.F16
+	case "bf16", "bfloat16":
+		dt = tensor.BF16
+	default:
+		return usagef("--dtype %q: want f32, f16 or bf16", *dtype)
+	}
+	opts := testmodel.Options{Family: *family, Size: *size, DType: dt, Layout: *layout, Seed: *seed, Output: *output}
+	if *configDir != "" {
+		opts.ConfigDir = *configDir
+		opts.TokenizerDir = *configDir + "/tokenizer"
+	}
+	if err := testmodel.Write(opts); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, *output)
+	return nil
+}

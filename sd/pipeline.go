@@ -1,0 +1,471 @@
+// Package sd is gosd's SDK: load a Stable Diffusion checkpoint and generate
+// images from text.
+//
+//	p, err := sd.Load(ctx, "model.safetensors", sd.Options{Tokenizer: "tokenizer"})
+//	res, err := p.Generate(ctx, sd.Request{Prompt: "a fox", Seed: 42})
+//
+// A Pipeline is safe for one Generate at a time.
+package sd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/clip"
+	"github.com/gosd/gosd/sd/imageio"
+	"github.com/gosd/gosd/sd/rng"
+	"github.com/gosd/gosd/sd/sample"
+	"github.com/gosd/gosd/sd/tensor"
+	"github.com/gosd/gosd/sd/unet"
+	"github.com/gosd/gosd/sd/vae"
+)
+
+// Options configure Load.
+type Options struct {
+	// Backend names the compute backend: "cpu" (default, native kernels) or
+	// "ref" (the pure-Go reference; very slow, for tests).
+	Backend string
+	// Threads caps the CPU backend's threads; 0 uses every core.
+	Threads int
+	// UseEMA picks the EMA copy of the UNet weights when the file has one.
+	UseEMA bool
+	// Tokenizer is a folder holding the CLIP tokenizer's vocab.json and
+	// merges.txt. When empty: $GOSD_TOKENIZER, then the diffusers folder's
+	// own tokenizer, then a "tokenizer" folder beside the checkpoint file.
+	Tokenizer string
+	// Logger receives load warnings (e.g. unused tensors); nil discards them.
+	Logger *slog.Logger
+}
+
+// Pipeline is a loaded SD 1.x text-to-image model.
+type Pipeline struct {
+	ck      *ckpt.Checkpoint
+	be      tensor.Backend
+	tok     *clip.Tokenizer
+	text    *clip.TextModel
+	unet    *unet.UNet
+	vae     *vae.KL
+	sched   *sample.Schedule
+	model   string
+	log     *slog.Logger
+	mu      sync.Mutex
+	closed  bool
+	release func()
+}
+
+// Prefixes of the original single-file layout.
+const (
+	prefixUNet = "model.diffusion_model."
+	prefixVAE  = "first_stage_model."
+	prefixCLIP = "cond_stage_model.transformer.text_model."
+)
+
+// Load opens the checkpoint at path (a .safetensors or .ckpt file, or a
+// diffusers folder), builds the text encoder, UNet and VAE on the chosen
+// backend, and checks every weight's shape. It fails with an error naming the
+// problem for unreadable files, unsupported model families and missing or
+// misshapen tensors.
+func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	be, err := NewBackend(opts.Backend, opts.Threads)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := ckpt.Open(path, ckpt.Options{UseEMA: opts.UseEMA})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ck.Close()
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	switch ck.Family {
+	case "sd1":
+	case "sd2", "sdxl":
+		return nil, fmt.Errorf("%s: %s checkpoints are not supported yet (only SD 1.x)", path, ck.Family)
+	default:
+		return nil, fmt.Errorf("%s: not a Stable Diffusion 1.x checkpoint (no UNet with a 768-wide text context found)", path)
+	}
+
+	tokDir, err := findTokenizer(opts.Tokenizer, path, ck)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := clip.LoadTokenizer(tokDir)
+	if err != nil {
+		return nil, err
+	}
+
+	p = &Pipeline{ck: ck, be: be, tok: tok, model: filepath.Base(strings.TrimRight(path, "/")), log: log}
+	rec := &recorder{Checkpoint: ck, used: map[string]bool{}}
+	if p.text, err = loadText(rec); err != nil {
+		return nil, err
+	}
+	if p.unet, err = loadUNet(rec); err != nil {
+		return nil, err
+	}
+	if p.vae, err = loadVAE(rec); err != nil {
+		return nil, err
+	}
+	if p.sched, err = loadSchedule(rec); err != nil {
+		return nil, err
+	}
+	p.warnUnused(rec.used)
+	return p, nil
+}
+
+// recorder is a Source that notes every name the models read.
+type recorder struct {
+	*ckpt.Checkpoint
+	used map[string]bool
+}
+
+func (r *recorder) Get(name string) (*tensor.Tensor, bool) {
+	t, ok := r.Checkpoint.Get(name)
+	if ok {
+		r.used[name] = true
+	}
+	return t, ok
+}
+
+func loadText(ck *recorder) (*clip.TextModel, error) {
+	var cfg *clip.Config
+	if raw := componentConfig(ck.Checkpoint, "text_encoder"); raw != nil {
+		c, err := clip.ParseConfig(raw)
+		if err != nil {
+			return nil, fmt.Errorf("text_encoder/config.json: %w", err)
+		}
+		cfg = &c
+	}
+	return clip.Load(ck, prefixCLIP, cfg)
+}
+
+func loadUNet(ck *recorder) (*unet.UNet, error) {
+	var cfg *unet.Config
+	var err error
+	if raw := componentConfig(ck.Checkpoint, "unet"); raw != nil {
+		if cfg, err = unet.ParseConfig(raw); err != nil {
+			return nil, fmt.Errorf("unet/config.json: %w", err)
+		}
+	} else if cfg, err = unet.InferConfig(ck); err != nil {
+		return nil, err
+	}
+	return unet.Load(ck, cfg)
+}
+
+func loadVAE(ck *recorder) (*vae.KL, error) {
+	var cfg *vae.KLConfig
+	var err error
+	if raw := componentConfig(ck.Checkpoint, "vae"); raw != nil {
+		if cfg, err = vae.ParseKLConfig(raw); err != nil {
+			return nil, fmt.Errorf("vae/config.json: %w", err)
+		}
+	} else if cfg, err = vae.InferKLConfig(ck); err != nil {
+		return nil, err
+	}
+	return vae.LoadKL(ck, cfg)
+}
+
+// loadSchedule prefers the checkpoint's own alphas_cumprod buffer, then the
+// diffusers scheduler config, then SD's scaled-linear default.
+func loadSchedule(ck *recorder) (*sample.Schedule, error) {
+	if t, ok := ck.Get("alphas_cumprod"); ok {
+		return sample.NewScheduleFromAlphasCumprod(f64s(t.Float32s()))
+	}
+	if raw := componentConfig(ck.Checkpoint, "scheduler"); raw != nil {
+		return sample.NewScheduleFromConfig(raw)
+	}
+	return sample.NewScheduleFromConfig(nil)
+}
+
+func f64s(f []float32) []float64 {
+	out := make([]float64, len(f))
+	for i, v := range f {
+		out[i] = float64(v)
+	}
+	return out
+}
+
+// knownExtra are tensors a SD 1.x file carries that no network reads.
+var knownExtra = []string{"betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+	"sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+	"sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+	"posterior_mean_coef1", "posterior_mean_coef2", "logvar", "model_ema.decay", "model_ema.num_updates",
+	prefixCLIP + "embeddings.position_ids"}
+
+// warnUnused logs, once, how many tensors of the file no network used.
+func (p *Pipeline) warnUnused(used map[string]bool) {
+	for _, n := range knownExtra {
+		used[n] = true
+	}
+	var unused []string
+	for _, n := range p.ck.Names() {
+		if used[n] || strings.HasPrefix(n, "model_ema.") {
+			continue
+		}
+		unused = append(unused, n)
+	}
+	if len(unused) > 0 {
+		ex := unused[:min(3, len(unused))]
+		p.log.Warn("checkpoint has tensors the model does not use; skipped", "count", len(unused), "examples", ex)
+	}
+}
+
+// componentConfig returns a diffusers component's raw config.json, or nil
+// for single-file checkpoints.
+func componentConfig(ck *ckpt.Checkpoint, name string) []byte {
+	if ck.Diffusers == nil {
+		return nil
+	}
+	return ck.Diffusers.Configs[name]
+}
+
+// tokenizerDir is the diffusers folder's tokenizer, or "".
+func tokenizerDir(ck *ckpt.Checkpoint) string {
+	if ck.Diffusers == nil {
+		return ""
+	}
+	return ck.Diffusers.TokenizerDir
+}
+
+// findTokenizer picks the tokenizer folder (see Options.Tokenizer).
+func findTokenizer(explicit, modelPath string, ck *ckpt.Checkpoint) (string, error) {
+	var tried []string
+	for _, dir := range []string{explicit, os.Getenv("GOSD_TOKENIZER"), tokenizerDir(ck),
+		filepath.Join(filepath.Dir(modelPath), "tokenizer")} {
+		if dir == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "merges.txt")); err == nil {
+			return dir, nil
+		}
+		tried = append(tried, dir)
+		if dir == explicit {
+			break // an explicit choice is final; LoadTokenizer reports what is missing
+		}
+	}
+	if explicit != "" {
+		return explicit, nil
+	}
+	return "", fmt.Errorf("no CLIP tokenizer found (tried %s): single-file checkpoints do not contain it; "+
+		"pass --tokenizer DIR (Options.Tokenizer) with vocab.json and merges.txt from the model's tokenizer folder",
+		strings.Join(append(tried, "$GOSD_TOKENIZER"), ", "))
+}
+
+// BackendName names the compute backend in use.
+func (p *Pipeline) BackendName() string { return p.be.Name() }
+
+// Close releases the checkpoint's memory mappings. The Pipeline is unusable afterwards.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.ck.Close()
+}
+
+// Generate runs text-to-image for r and returns the image with the
+// parameters used. It honours ctx cancellation between UNet evaluations.
+func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("sd: pipeline is closed")
+	}
+	if err := r.normalize(); err != nil {
+		return nil, err
+	}
+	if f := p.vae.Config.Factor(); r.InitNoise != nil && len(r.InitNoise) != 4*(r.Width/f)*(r.Height/f) {
+		return nil, badRequest("init noise has %d values, size %dx%d needs %d",
+			len(r.InitNoise), r.Width, r.Height, 4*(r.Width/f)*(r.Height/f))
+	}
+	if err := checkMemory(r.Width, r.Height); err != nil {
+		return nil, err
+	}
+	res := &Result{Params: Params{Prompt: r.Prompt, Negative: r.Negative, Steps: r.Steps, Sampler: r.Sampler,
+		Schedule: r.Schedule, CFG: r.CFG, Seed: r.Seed, Width: r.Width, Height: r.Height, ClipSkip: r.ClipSkip,
+		RNG: r.RNG, Model: p.model, Backend: p.be.Name()}}
+
+	t0 := time.Now()
+	cond, err := p.embed(r)
+	if err != nil {
+		return nil, err
+	}
+	res.Timings.TextEncode = time.Since(t0)
+
+	t1 := time.Now()
+	latent, err := p.sample(ctx, r, cond)
+	if err != nil {
+		return nil, err
+	}
+	res.Timings.Sampling = time.Since(t1)
+	res.Timings.PerStep = res.Timings.Sampling / time.Duration(r.Steps)
+
+	t2 := time.Now()
+	f := p.vae.Config.Factor()
+	img, err := p.decode(ctx, latent, r.Height/f, r.Width/f)
+	if err != nil {
+		return nil, err
+	}
+	res.Timings.VAEDecode = time.Since(t2)
+	res.Image = img
+	return res, nil
+}
+
+// embed returns the text embeddings: [2, 77, C] (negative then prompt) when
+// CFG is on, else [1, 77, C].
+func (p *Pipeline) embed(r Request) (*tensor.Tensor, error) {
+	ids := func(text string) []int {
+		out, truncated := p.tok.Pad77(p.tok.Encode(text))
+		if truncated {
+			p.log.Warn("prompt longer than 75 tokens was truncated", "prompt", text)
+		}
+		return out
+	}
+	seqs := [][]int{ids(r.Prompt)}
+	if r.CFG != 1 {
+		seqs = [][]int{ids(r.Negative), seqs[0]}
+	}
+	return p.text.Encode(p.be, seqs, r.ClipSkip)
+}
+
+// sample runs the sampler from seeded noise; it returns the final latent
+// [4*h*w] for the latent size h x w.
+func (p *Pipeline) sample(ctx context.Context, r Request, cond *tensor.Tensor) ([]float32, error) {
+	f := p.vae.Config.Factor()
+	h, w := r.Height/f, r.Width/f
+	n := 4 * h * w
+	noise, err := rng.New(r.RNG, uint64(r.Seed))
+	if err != nil {
+		return nil, err
+	}
+	x := r.InitNoise
+	if x == nil {
+		x = noise.Randn(n)
+	} else {
+		x = append([]float32(nil), x...)
+	}
+	sigmas, err := p.sched.Sigmas(r.Schedule, r.Steps)
+	if err != nil {
+		return nil, err
+	}
+	for i := range x {
+		x[i] *= float32(sigmas[0])
+	}
+	denoise := p.denoiser(cond, h, w, float32(r.CFG))
+	start := time.Now()
+	progress := func(step, total int) {
+		if r.Progress != nil {
+			r.Progress(Progress{Step: step, Steps: total, Elapsed: time.Since(start)})
+		}
+	}
+	return sample.Run(ctx, r.Sampler, x, sigmas, denoise, noise, progress)
+}
+
+// denoiser returns the model's denoiser D(x, sigma) for latents of size
+// h x w: the UNet's eps prediction on x/sqrt(sigma²+1) at the timestep of
+// sigma, combined by classifier-free guidance when cond holds [uncond, cond],
+// and turned into denoised = x - sigma*eps.
+func (p *Pipeline) denoiser(cond *tensor.Tensor, h, w int, cfg float32) sample.Denoiser {
+	n := 4 * h * w
+	batch := cond.Shape[0]
+	return func(ctx context.Context, x []float32, sigma float64) ([]float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		cin := float32(1 / math.Sqrt(sigma*sigma+1))
+		in := tensor.New(batch, 4, h, w)
+		for b := 0; b < batch; b++ {
+			for i, v := range x {
+				in.F32[b*n+i] = v * cin
+			}
+		}
+		t := float32(p.sched.SigmaToT(sigma))
+		ts := make([]float32, batch)
+		for i := range ts {
+			ts[i] = t
+		}
+		eps, err := p.unet.Forward(p.be, in, ts, cond)
+		if err != nil {
+			return nil, err
+		}
+		e := eps.F32
+		out := make([]float32, n)
+		s := float32(sigma)
+		for i := range out {
+			ei := e[i]
+			if batch == 2 { // [uncond, cond]
+				ei = e[i] + cfg*(e[n+i]-e[i])
+			}
+			out[i] = x[i] - s*ei
+		}
+		return out, nil
+	}
+}
+
+// decode turns a latent [4*h*w] into an 8-bit image.
+func (p *Pipeline) decode(ctx context.Context, latent []float32, h, w int) (image.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	z := tensor.New(1, 4, h, w)
+	inv := 1 / p.vae.Config.ScalingFactor
+	for i, v := range latent {
+		z.F32[i] = v * inv
+	}
+	x, err := p.vae.Decode(p.be, z)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range x.F32 { // [-1, 1] -> [0, 1]
+		x.F32[i] = (v + 1) / 2
+	}
+	return imageio.FromTensor(x)
+}
+
+// checkMemory refuses sizes whose VAE decode would not fit in the memory
+// available now. The decoder's peak is a handful of 128-channel f32 maps at
+// full resolution (measured: see the README), estimated generously here.
+func checkMemory(width, height int) error {
+	need := uint64(width) * uint64(height) * 128 * 4 * 6
+	avail, ok := availableMemory()
+	if ok && need > avail {
+		return badRequest("size %dx%d needs about %.1f GB of memory to decode, only %.1f GB is available",
+			width, height, float64(need)/1e9, float64(avail)/1e9)
+	}
+	return nil
+}
+
+// availableMemory reads MemAvailable from /proc/meminfo.
+func availableMemory() (uint64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb uint64
+		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &kb); err == nil {
+			return kb * 1024, true
+		}
+	}
+	return 0, false
+}
