@@ -129,7 +129,11 @@ func TestLayoutsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, layout := range []string{"single", "ckpt", "diffusers"} {
+		layouts := []string{"single", "ckpt", "diffusers"}
+		if dt != tensor.F16 {
+			layouts = layouts[:1] // dtype handling is shared by all writers
+		}
+		for _, layout := range layouts {
 			out := filepath.Join(dir, fmt.Sprintf("tiny-%s-%s", dt, layout))
 			opts := testmodel.Options{DType: dt, Seed: 7, Layout: layout, Output: out}
 			if layout == "diffusers" {

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/gosd/gosd/sd/tensor"
+	"github.com/gosd/gosd/sd/testmodel"
 )
 
 const (
@@ -150,4 +153,28 @@ func fileSHA256(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Tiny writes the tiny random SD 1.5 model of sd/testmodel (seed
+// testmodel.DefaultSeed) in layout "single", "ckpt" or "diffusers" with
+// weights of dtype dt into a fresh temporary folder and returns its path
+// (the file, or the diffusers folder). The diffusers layout needs the
+// configs in ../shared/models/sd15 and skips the test without them.
+func Tiny(t testing.TB, layout string, dt tensor.DType) string {
+	t.Helper()
+	if layout == "diffusers" {
+		if _, err := testmodel.DefaultConfigDir(); err != nil {
+			t.Skipf("testckpt: %v", err)
+		}
+	}
+	name := map[string]string{"single": "tiny.safetensors", "ckpt": "tiny.ckpt", "diffusers": "tiny"}[layout]
+	if name == "" {
+		t.Fatalf("testckpt: unknown layout %q", layout)
+	}
+	out := filepath.Join(t.TempDir(), name)
+	opts := testmodel.Options{Size: "tiny", DType: dt, Layout: layout, Seed: testmodel.DefaultSeed, Output: out}
+	if err := testmodel.Write(opts); err != nil {
+		t.Fatalf("testckpt: %v", err)
+	}
+	return out
 }

@@ -44,3 +44,18 @@ func TestSD15(t *testing.T) {
 		t.Errorf("position_ids[76] = %v", ids.F32[76])
 	}
 }
+
+func TestTiny(t *testing.T) {
+	for _, layout := range []string{"single", "ckpt", "diffusers"} {
+		p := testckpt.Tiny(t, layout, tensor.F16)
+		c, err := ckpt.Open(p, ckpt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := c.Get("model.diffusion_model.input_blocks.0.0.weight")
+		if !ok || w.DType != tensor.F16 || !tensor.SameShape(w.Shape, []int{32, 4, 3, 3}) {
+			t.Errorf("%s: conv_in weight %v", layout, w)
+		}
+		c.Close()
+	}
+}
