@@ -63,7 +63,9 @@ func NewKeyMap(names []string) (*KeyMap, error) {
 		case strings.HasPrefix(n, "vae/decoder.up_blocks."):
 			i, _ := splitIndex(strings.TrimPrefix(n, "vae/decoder.up_blocks."))
 			m.vaeLevels = max(m.vaeLevels, i+1)
-		case strings.HasPrefix(n, "conditioner.embedders.0.transformer.text_model."):
+		case strings.HasPrefix(n, "conditioner.embedders.0.transformer.text_model."),
+			strings.HasPrefix(n, "unet/add_embedding."), strings.HasPrefix(n, "text_encoder_2/"):
+			// SDXL keeps its first text encoder under the conditioner.
 			m.clipLDM = "conditioner.embedders.0.transformer.text_model."
 		}
 	}

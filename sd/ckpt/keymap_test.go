@@ -179,3 +179,79 @@ func TestKeyMapMatchesRealUNetConfig(t *testing.T) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// TestKeyMapSDXLStructure checks the structure-derived map on the SDXL UNet
+// block plan (3 levels, 2 resnets each, no attention at level 0, deep
+// transformers, label_emb) and SDXL's first text encoder prefix.
+func TestKeyMapSDXLStructure(t *testing.T) {
+	const P = "model.diffusion_model."
+	names := []string{P + "input_blocks.0.0.weight", P + "label_emb.0.0.weight", P + "label_emb.0.2.bias",
+		"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"}
+	depth := []int{0, 2, 10}
+	for l := 0; l < 3; l++ {
+		for j := 0; j < 2; j++ {
+			n := 1 + l*3 + j
+			names = append(names, sprintf("%sinput_blocks.%d.0.in_layers.0.weight", P, n))
+			for k := 0; k < depth[l]; k++ {
+				names = append(names, sprintf("%sinput_blocks.%d.1.transformer_blocks.%d.attn1.to_q.weight", P, n, k))
+			}
+		}
+		if l < 2 {
+			names = append(names, sprintf("%sinput_blocks.%d.0.op.weight", P, 1+l*3+2))
+		}
+	}
+	for u := 0; u < 3; u++ {
+		attn := depth[2-u] > 0
+		for j := 0; j < 3; j++ {
+			n := u*3 + j
+			names = append(names, sprintf("%soutput_blocks.%d.0.skip_connection.weight", P, n))
+			if attn {
+				names = append(names, sprintf("%soutput_blocks.%d.1.proj_in.weight", P, n))
+			}
+			if j == 2 && u < 2 {
+				sub := 1
+				if attn {
+					sub = 2
+				}
+				names = append(names, sprintf("%soutput_blocks.%d.%d.conv.weight", P, n, sub))
+			}
+		}
+	}
+	km, err := ckpt.NewKeyMap(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diff []string
+	back := map[string]string{}
+	for _, n := range names {
+		d, ok := km.ToDiffusers(n)
+		if !ok {
+			t.Fatalf("%s has no diffusers name", n)
+		}
+		diff = append(diff, d)
+		back[d] = n
+	}
+	km2, err := ckpt.NewKeyMap(diff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, n := range back {
+		if got, ok := km2.ToLDM(d); !ok || got != n {
+			t.Errorf("%s -> %s, want %s", d, got, n)
+		}
+	}
+	for l, d := range map[string]string{
+		P + "input_blocks.3.0.op.weight":                                         "unet/down_blocks.0.downsamplers.0.conv.weight",
+		P + "input_blocks.4.1.transformer_blocks.1.attn1.to_q.weight":            "unet/down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q.weight",
+		P + "input_blocks.8.1.transformer_blocks.9.attn1.to_q.weight":            "unet/down_blocks.2.attentions.1.transformer_blocks.9.attn1.to_q.weight",
+		P + "output_blocks.2.2.conv.weight":                                      "unet/up_blocks.0.upsamplers.0.conv.weight",
+		P + "output_blocks.5.2.conv.weight":                                      "unet/up_blocks.1.upsamplers.0.conv.weight",
+		P + "output_blocks.8.0.skip_connection.weight":                           "unet/up_blocks.2.resnets.2.conv_shortcut.weight",
+		P + "label_emb.0.2.bias":                                                 "unet/add_embedding.linear_2.bias",
+		"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": "text_encoder/text_model.final_layer_norm.weight",
+	} {
+		if got, _ := km.ToDiffusers(l); got != d {
+			t.Errorf("ToDiffusers(%s) = %s, want %s", l, got, d)
+		}
+	}
+}

@@ -210,3 +210,32 @@ func inMapping(data []byte, h []uint16) bool {
 	p := uintptr(unsafe.Pointer(&h[0]))
 	return p >= lo && p < lo+uintptr(len(data))
 }
+
+// lyingSource claims tensors it cannot produce.
+type lyingSource struct{ n int }
+
+func (l lyingSource) Names() []string {
+	out := make([]string, l.n)
+	for i := range out {
+		out[i] = string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+	}
+	return out
+}
+func (l lyingSource) Get(string) (*tensor.Tensor, bool)   { return nil, false }
+func (l lyingSource) Stored(string) (string, []int, bool) { return "F32", []int{4}, true }
+
+func TestWriteSourceFailure(t *testing.T) {
+	dir := t.TempDir()
+	for _, write := range []func(string) error{
+		func(p string) error { return WriteSafetensors(p, lyingSource{100}, WriteOptions{}) },
+		func(p string) error { return WriteTorchZip(p, lyingSource{100}, WriteOptions{}, false) },
+	} {
+		p := filepath.Join(dir, "out")
+		if err := write(p); err == nil || !strings.Contains(err.Error(), "vanished") {
+			t.Errorf("error %v", err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("left files behind: %v", ents)
+		}
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/gosd/gosd/sd/tensor"
 )
@@ -190,21 +192,76 @@ func WriteSafetensors(path string, src tensor.Source, opts WriteOptions) error {
 		binary.LittleEndian.PutUint64(lenb[:], uint64(len(header)))
 		w.Write(lenb[:])
 		w.WriteString(header)
-		for _, p := range plan {
-			t, ok := src.Get(p.name)
-			if !ok {
-				return fmt.Errorf("ckpt: write: tensor %q vanished from the source", p.name)
+		return encodeOrdered(src, plan, func(_ int, b []byte) error {
+			_, err := w.Write(b)
+			return err
+		})
+	})
+}
+
+// encodeOrdered fetches and encodes the planned tensors on a few goroutines
+// (a lazy generator source runs in parallel this way) and hands the bytes to
+// emit in plan order, with at most 2 x workers tensors in flight.
+func encodeOrdered(src tensor.Source, plan []plannedTensor, emit func(i int, b []byte) error) error {
+	workers := min(runtime.GOMAXPROCS(0), 8)
+	type result struct {
+		b   []byte
+		err error
+	}
+	results := make([]chan result, len(plan))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	jobs := make(chan int)
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() {
+		close(quit) // stops the feeder, which closes jobs and ends the workers
+		wg.Wait()
+	}()
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				p := plan[i]
+				t, ok := src.Get(p.name)
+				if !ok {
+					results[i] <- result{err: fmt.Errorf("ckpt: write: tensor %q vanished from the source", p.name)}
+					continue
+				}
+				b, err := encodeTensor(p.name, p.dtype, t, p.shape)
+				results[i] <- result{b, err}
 			}
-			b, err := encodeTensor(p.name, p.dtype, t, p.shape)
-			if err != nil {
-				return err
+		}()
+	}
+	sem := make(chan struct{}, 2*workers)
+	go func() {
+		defer close(jobs)
+		for i := range plan {
+			select {
+			case sem <- struct{}{}:
+			case <-quit:
+				return
 			}
-			if _, err := w.Write(b); err != nil {
-				return err
+			select {
+			case jobs <- i:
+			case <-quit:
+				return
 			}
 		}
-		return nil
-	})
+	}()
+	for i := range plan {
+		r := <-results[i]
+		<-sem
+		if r.err != nil {
+			return r.err
+		}
+		if err := emit(i, r.b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func toInt64s(s []int) []int64 {

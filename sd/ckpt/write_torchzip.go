@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"io"
 	"strconv"
@@ -35,18 +34,11 @@ func WriteTorchZip(path string, src tensor.Source, opts WriteOptions, wrapStateD
 	return writeAtomic(path, func(bw *bufio.Writer) error {
 		cw := &countWriter{w: bw}
 		zw := zip.NewWriter(cw)
-		for i, p := range plan {
-			t, ok := src.Get(p.name)
-			if !ok {
-				return fmt.Errorf("ckpt: write: tensor %q vanished from the source", p.name)
-			}
-			b, err := encodeTensor(p.name, p.dtype, t, p.shape)
-			if err != nil {
-				return err
-			}
-			if err := storeAligned(zw, cw, "archive/data/"+strconv.Itoa(i), b); err != nil {
-				return err
-			}
+		err := encodeOrdered(src, plan, func(i int, b []byte) error {
+			return storeAligned(zw, cw, "archive/data/"+strconv.Itoa(i), b)
+		})
+		if err != nil {
+			return err
 		}
 		if err := storeAligned(zw, cw, "archive/data.pkl", tensorDictPickle(plan, wrapStateDict)); err != nil {
 			return err
