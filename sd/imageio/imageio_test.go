@@ -53,6 +53,11 @@ func TestDecodeKinds(t *testing.T) {
 	gray.SetGray(1, 0, color.Gray{51})
 	gray16 := image.NewGray16(image.Rect(0, 0, 3, 2))
 	gray16.SetGray16(1, 0, color.Gray16{13107}) // 0.2
+	rgb16 := image.NewRGBA64(image.Rect(0, 0, 3, 2))
+	for i := 6; i < len(rgb16.Pix); i += 8 {
+		rgb16.Pix[i], rgb16.Pix[i+1] = 0xff, 0xff // opaque: encoded as 16-bit RGB
+	}
+	rgb16.SetRGBA64(1, 0, color.RGBA64{13107, 26214, 65535, 65535})
 	pal := image.NewPaletted(image.Rect(0, 0, 3, 2), color.Palette{
 		color.RGBA{0, 0, 0, 255}, color.RGBA{10, 20, 30, 255}, color.NRGBA{200, 100, 50, 0}})
 	pal.SetColorIndex(1, 0, 1)
@@ -68,6 +73,7 @@ func TestDecodeKinds(t *testing.T) {
 		{"rgba", nrgba, [3]float32{10. / 255, 20. / 255, 30. / 255}, "*image.NRGBA"},
 		{"gray", gray, [3]float32{0.2, 0.2, 0.2}, "*image.Gray"},
 		{"gray16", gray16, [3]float32{0.2, 0.2, 0.2}, "*image.Gray16"},
+		{"rgb16", rgb16, [3]float32{0.2, 0.4, 1}, "*image.RGBA64"},
 		{"palette", pal, [3]float32{10. / 255, 20. / 255, 30. / 255}, "*image.Paletted"},
 	}
 	for _, c := range cases {
@@ -112,6 +118,8 @@ func typeName(v any) string {
 		return "*image.Paletted"
 	case *image.YCbCr:
 		return "*image.YCbCr"
+	case *image.RGBA64:
+		return "*image.RGBA64"
 	}
 	return "other"
 }
