@@ -8,8 +8,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 
