@@ -3,12 +3,14 @@ package ckpt_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
 	"github.com/gosd/gosd/sd/testmodel"
 )
@@ -198,5 +200,31 @@ func TestDiffusersTiny(t *testing.T) {
 	}
 	if !strings.HasSuffix(b.Diffusers.Weights["unet"][0], "diffusion_pytorch_model.fp16.bin") {
 		t.Errorf("unet weights from %v", b.Diffusers.Weights["unet"])
+	}
+}
+
+func TestDescribeSD15(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the 2.1 GB shared SD 1.5 checkpoint")
+	}
+	c, err := ckpt.Open(testckpt.SD15(t), ckpt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info := ckpt.Describe(c)
+	got := fmt.Sprintf("%s %s %s %d %v %v", info.Layout, info.Family, info.DType, info.Tensors, info.HasEMA, info.Parts)
+	if want := "safetensors sd1 F16 1145 false map[ema:2 other:12 text_encoder:197 unet:686 vae:248]"; got != want {
+		t.Errorf("Describe = %s, want %s", got, want)
+	}
+	// 1,066,235,307 weights (mkckpt's count) plus 12 x 1000 schedule values and model_ema.decay.
+	if info.Params != 1066235307+12000+1 {
+		t.Errorf("params %d", info.Params)
+	}
+	if info.Metadata["seed"] != "1234" {
+		t.Errorf("metadata %v", info.Metadata)
+	}
+	if _, err := ckpt.Open(c.Path, ckpt.Options{UseEMA: true}); err == nil {
+		t.Error("UseEMA accepted a checkpoint without EMA weights")
 	}
 }
