@@ -294,11 +294,75 @@ func (m *TextModel) Encode(be tensor.Backend, tokens [][]int, clipSkip int) (out
 			}
 		}
 	}
-	x := m.embed(tokens)
-	for i := 0; i < c.Layers-(clipSkip-1); i++ {
-		x = m.Layers[i].forward(be, x, c)
+	return m.run(be, m.embed(tokens), clipSkip), nil
+}
+
+// TokenEmbeddings returns the token-embedding rows of token sequences of
+// equal length, tokens [B][L] -> [B, L, Hidden] f32, without position
+// embeddings. Callers may overwrite rows (textual-inversion vectors) and
+// pass the result to EncodeEmbeddings.
+func (m *TextModel) TokenEmbeddings(tokens [][]int) (*tensor.Tensor, error) {
+	c := m.Config
+	if len(tokens) == 0 {
+		return nil, errors.New("clip: no token sequences")
 	}
-	return m.FinalLayerNorm.Forward(be, x), nil
+	seq := len(tokens[0])
+	w := c.Hidden
+	x := tensor.New(len(tokens), seq, w)
+	for b, ts := range tokens {
+		if len(ts) != seq {
+			return nil, fmt.Errorf("clip: sequence %d has %d tokens, sequence 0 has %d", b, len(ts), seq)
+		}
+		for i, id := range ts {
+			if id < 0 || id >= c.Vocab {
+				return nil, fmt.Errorf("clip: sequence %d token %d: id %d outside 0..%d", b, i, id, c.Vocab-1)
+			}
+			copy(x.F32[(b*seq+i)*w:][:w], rows(m.Embeddings.TokenEmbedding, id, 1, w))
+		}
+	}
+	return x, nil
+}
+
+// EncodeEmbeddings is Encode on token embeddings instead of ids: x is
+// [B, L, Hidden] f32 (from TokenEmbeddings, possibly with rows replaced),
+// L <= MaxPos. Position embeddings are added to a copy; x is not modified.
+// The result equals Encode's for unmodified rows.
+func (m *TextModel) EncodeEmbeddings(be tensor.Backend, x *tensor.Tensor, clipSkip int) (out *tensor.Tensor, err error) {
+	defer tensor.Recover(&err)
+	c := m.Config
+	if clipSkip == 0 {
+		clipSkip = 1
+	}
+	if clipSkip < 1 || clipSkip > c.Layers {
+		return nil, fmt.Errorf("clip: clip skip %d outside 1..%d", clipSkip, c.Layers)
+	}
+	if x == nil {
+		return nil, errors.New("clip: no token embeddings")
+	}
+	if x.DType != tensor.F32 || len(x.Shape) != 3 || x.Shape[2] != c.Hidden || x.Shape[0] == 0 || len(x.F32) != x.Numel() {
+		return nil, fmt.Errorf("clip: token embeddings must be f32 [B, L, %d], got %s", c.Hidden, x)
+	}
+	seq, w := x.Shape[1], c.Hidden
+	if seq == 0 || seq > c.MaxPos {
+		return nil, fmt.Errorf("clip: sequence length %d outside 1..%d", seq, c.MaxPos)
+	}
+	h := x.Clone()
+	pos := rows(m.Embeddings.PositionEmbedding, 0, seq, w)
+	for b := 0; b < x.Shape[0]; b++ {
+		for i := 0; i < seq*w; i++ {
+			h.F32[b*seq*w+i] += pos[i]
+		}
+	}
+	return m.run(be, h, clipSkip), nil
+}
+
+// run: embedded x [B, L, Hidden] -> the clipSkip layer's output after
+// final_layer_norm.
+func (m *TextModel) run(be tensor.Backend, x *tensor.Tensor, clipSkip int) *tensor.Tensor {
+	for i := 0; i < m.Config.Layers-(clipSkip-1); i++ {
+		x = m.Layers[i].forward(be, x, m.Config)
+	}
+	return m.FinalLayerNorm.Forward(be, x)
 }
 
 // embed: tokens [B][L] -> token embedding + position embedding [B, L, Hidden].

@@ -366,3 +366,72 @@ func unwrapAll(err error) error {
 		err = u.Unwrap()
 	}
 }
+
+// TestEncodeEmbeddings checks the textual-inversion hook: encoding the
+// unmodified token rows equals Encode exactly, and replacing one row changes
+// that position and (causal attention) only later ones.
+func TestEncodeEmbeddings(t *testing.T) {
+	c := tinyConfig()
+	src := tinySource(c, 7)
+	m, err := Load(src, Prefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := tinyTokens()
+	be := tensor.NewRef()
+	for _, skip := range []int{1, 2} {
+		want, err := m.Encode(be, toks, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := m.TokenEmbeddings(toks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := x.Clone()
+		got, err := m.EncodeEmbeddings(be, x, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := maxDiff(got.F32, f64(want.F32)); d != 0 {
+			t.Errorf("clip skip %d: EncodeEmbeddings differs from Encode by %.2e", skip, d)
+		}
+		if d, _ := maxDiff(x.F32, f64(before.F32)); d != 0 {
+			t.Errorf("EncodeEmbeddings modified its input")
+		}
+	}
+	x, err := m.TokenEmbeddings(toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pos = 3
+	w := c.Hidden
+	for j := 0; j < w; j++ {
+		x.F32[pos*w+j] = float32(j%5) * 0.1
+	}
+	got, err := m.EncodeEmbeddings(be, x, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := m.Encode(be, toks, 1)
+	L := len(toks[0])
+	for i := 0; i < L; i++ {
+		d, _ := maxDiff(got.F32[i*w:(i+1)*w], f64(want.F32[i*w:(i+1)*w]))
+		if (i < pos) != (d == 0) {
+			t.Errorf("position %d: diff %.2e after replacing row %d", i, d, pos)
+		}
+	}
+	// Other batch rows are untouched.
+	if d, _ := maxDiff(got.F32[L*w:], f64(want.F32[L*w:])); d != 0 {
+		t.Errorf("batch row 1 changed by %.2e", d)
+	}
+	if _, err := m.EncodeEmbeddings(be, tensor.New(1, 5, w+1), 1); err == nil {
+		t.Error("wrong width accepted")
+	}
+	if _, err := m.EncodeEmbeddings(be, nil, 1); err == nil {
+		t.Error("nil accepted")
+	}
+	if _, err := m.TokenEmbeddings([][]int{{1, c.Vocab}}); err == nil {
+		t.Error("out-of-range id accepted")
+	}
+}
