@@ -33,11 +33,11 @@ func (r TinyRole) String() string {
 // blocks of 64 channels that maps images to the latent space of a diffusion
 // model's VAE and back, 8x per side.
 //
-// Conventions (those of the original): images are in [0, 1], not [-1, 1];
-// latents are the raw latents of the model's VAE before its scaling factor
-// (TAESD's scale is 1, so a Tiny encoder's output stands in for the VAE's
-// scaled latents). The decoder first soft-clamps latents with 3*tanh(x/3) and
-// returns images that are roughly, not strictly, within [0, 1].
+// Conventions (those of the original): images are in [0, 1], not [-1, 1].
+// For SD 1.x/2.x/XL the latents are those the UNet works on, i.e. the KL
+// VAE's latents already multiplied by its scaling factor (TAESD's own factor
+// is 1). The decoder first soft-clamps latents with 3*tanh(x/3) and returns
+// images that are roughly, not strictly, within [0, 1].
 //
 // The layer layout is fixed and read from the weights' names, which index an
 // nn.Sequential:
