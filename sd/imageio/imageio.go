@@ -13,7 +13,6 @@
 package imageio
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -69,34 +68,46 @@ func Load(path string) (image.Image, error) {
 	return Decode(f, path)
 }
 
+// MaxPixels bounds the images Decode accepts (width times height), so that a
+// small file claiming a huge size is refused before any pixel memory is
+// allocated. 16384x16384 fits.
+const MaxPixels = 1 << 28
+
 // Decode reads a PNG or JPEG image from r; name labels errors (usually the
 // file name).
 func Decode(r io.Reader, name string) (image.Image, error) {
-	br := bufio.NewReader(r)
-	head, err := br.Peek(8)
-	if err != nil && len(head) == 0 {
-		if err == io.EOF {
-			return nil, &FormatError{Name: name, Msg: "empty file, not an image"}
-		}
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	var img image.Image
-	switch {
-	case bytes.HasPrefix(head, pngMagic):
-		img, err = png.Decode(br)
-		if err != nil {
-			return nil, &FormatError{Name: name, Msg: "cannot decode PNG", Err: err}
-		}
-	case bytes.HasPrefix(head, jpegMagic):
-		img, err = jpeg.Decode(br)
-		if err != nil {
-			return nil, &FormatError{Name: name, Msg: "cannot decode JPEG", Err: err}
-		}
-	default:
-		return nil, &FormatError{Name: name, Msg: fmt.Sprintf("not a PNG or JPEG file (starts with % x)", head)}
+	if len(data) == 0 {
+		return nil, &FormatError{Name: name, Msg: "empty file, not an image"}
 	}
-	if b := img.Bounds(); b.Empty() {
+	var kind string
+	var decode func(io.Reader) (image.Image, error)
+	var config func(io.Reader) (image.Config, error)
+	switch {
+	case bytes.HasPrefix(data, pngMagic):
+		kind, decode, config = "PNG", png.Decode, png.DecodeConfig
+	case bytes.HasPrefix(data, jpegMagic):
+		kind, decode, config = "JPEG", jpeg.Decode, jpeg.DecodeConfig
+	default:
+		return nil, &FormatError{Name: name, Msg: fmt.Sprintf("not a PNG or JPEG file (starts with % x)", data[:min(8, len(data))])}
+	}
+	cfg, err := config(bytes.NewReader(data))
+	if err != nil {
+		return nil, &FormatError{Name: name, Msg: "cannot decode " + kind, Err: err}
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return nil, &FormatError{Name: name, Msg: "image has no pixels"}
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > MaxPixels {
+		return nil, &FormatError{Name: name, Msg: fmt.Sprintf("%s of %dx%d is larger than the %d-pixel limit",
+			kind, cfg.Width, cfg.Height, MaxPixels)}
+	}
+	img, err := decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, &FormatError{Name: name, Msg: "cannot decode " + kind, Err: err}
 	}
 	return img, nil
 }

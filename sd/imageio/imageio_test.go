@@ -2,7 +2,9 @@ package imageio
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -179,7 +181,11 @@ func TestDecodeJPEG(t *testing.T) {
 func TestDecodeErrors(t *testing.T) {
 	good := encodePNG(t, image.NewGray(image.Rect(0, 0, 4, 4)))
 	corrupt := append([]byte(nil), good...)
-	corrupt[len(corrupt)-20] ^= 0xff // inside IDAT: CRC or zlib failure
+	corrupt[len(corrupt)-20] ^= 0xff     // inside IDAT: CRC or zlib failure
+	huge := append([]byte(nil), good...) // IHDR claims 100000x100000
+	binary.BigEndian.PutUint32(huge[16:], 100000)
+	binary.BigEndian.PutUint32(huge[20:], 100000)
+	binary.BigEndian.PutUint32(huge[29:], crc32.ChecksumIEEE(huge[12:29]))
 	for _, c := range []struct {
 		name, data, want string
 	}{
@@ -188,6 +194,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad.jpg", "\xff\xd8\xff\xe0garbage", "bad.jpg: cannot decode JPEG"},
 		{"text.png", "hello world", "text.png: not a PNG or JPEG file"},
 		{"empty.png", "", "empty.png: empty file"},
+		{"huge.png", string(huge), "huge.png: PNG of 100000x100000 is larger than"},
 	} {
 		_, err := Decode(strings.NewReader(c.data), c.name)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, ErrFormat) {
