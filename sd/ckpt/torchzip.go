@@ -206,11 +206,40 @@ func (z *TorchZip) collect(root any) error {
 			z.names = append(z.names, name)
 		}
 	}
+	if len(z.names) == 0 {
+		// Last resort: tensors in nested dicts, named by their dotted key
+		// path (A1111 textual-inversion files keep theirs under
+		// "string_to_param": {"*": tensor} -> "string_to_param.*").
+		z.flatten(d, "", 0)
+	}
 	sort.Strings(z.names)
 	if len(z.names) == 0 {
-		return formatErr(z.path, "", "no tensors found (looked in state_dict, the top-level dict, model and module)")
+		return formatErr(z.path, "", "no tensors found (looked in state_dict, the top-level dict, model, module and nested dicts)")
 	}
 	return nil
+}
+
+// flatten records the tensors of nested dicts with string keys under
+// "<prefix><key>.<key>...", at most 8 levels deep.
+func (z *TorchZip) flatten(d *pyDict, prefix string, depth int) {
+	if depth >= 8 {
+		return
+	}
+	for i, k := range d.keys {
+		name, ok := k.(string)
+		if !ok {
+			continue
+		}
+		switch v := d.vals[i].(type) {
+		case *tensorRef:
+			if _, dup := z.tensors[prefix+name]; !dup {
+				z.tensors[prefix+name] = v
+				z.names = append(z.names, prefix+name)
+			}
+		case *pyDict:
+			z.flatten(v, prefix+name+".", depth+1)
+		}
+	}
 }
 
 func countTensors(d *pyDict) int {
