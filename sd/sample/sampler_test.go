@@ -208,7 +208,7 @@ func start(n int, seed uint64, smax float64) ([]float32, rng.Source) {
 func TestSamplersVsReference(t *testing.T) {
 	g := gauss{mu: 0.3, s: 0.5}
 	sigmas := append(karras(12, 0.0291675, 14.6146), 0)
-	for _, name := range Samplers {
+	for _, name := range []string{"euler", "euler_a", "dpmpp_2m", "ddim"} { // the others: TestAllSamplersVsReference
 		x, src := start(64, 11, sigmas[0])
 		calls := 0
 		got, err := Run(context.Background(), name, x, sigmas, g.denoiser(&calls), src, nil)
