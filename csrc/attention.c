@@ -87,7 +87,39 @@ typedef struct {
 	softmax_fn softmax;
 } at_job;
 
-static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_t q0)
+/* pack_kv packs keys [0, kend) of head h: K as A panels [D][MR], V as A panels [kend][MR]. */
+static void pack_kv(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_t kend)
+{
+	int64_t d = J->d, hd = J->heads * d;
+	int64_t kp = (kend + SDI_MR - 1) / SDI_MR;
+	for (int64_t ia = 0; ia < kp; ia++) {
+		float *dst = B->kp + ia * d * SDI_MR;
+		for (int i = 0; i < SDI_MR; i++) {
+			int64_t kj = ia * SDI_MR + i;
+			if (kj >= kend) {
+				for (int64_t t = 0; t < d; t++)
+					dst[t * SDI_MR + i] = 0;
+				continue;
+			}
+			const float *kr = J->k + (n * J->lk + kj) * hd + h * d;
+			for (int64_t t = 0; t < d; t++)
+				dst[t * SDI_MR + i] = kr[t];
+		}
+	}
+	for (int64_t ip = 0; ip < J->dp / SDI_MR; ip++) {
+		float *dst = B->vp + ip * kend * SDI_MR;
+		int64_t w = d - ip * SDI_MR < SDI_MR ? d - ip * SDI_MR : SDI_MR;
+		for (int64_t j = 0; j < kend; j++) {
+			const float *vr = J->v + (n * J->lk + j) * hd + h * d + ip * SDI_MR;
+			memcpy(dst + j * SDI_MR, vr, (size_t)w * sizeof(float));
+			for (int64_t i = w; i < SDI_MR; i++)
+				dst[j * SDI_MR + i] = 0;
+		}
+	}
+}
+
+/* attend_tile computes queries [q0, q0+T) of head h from the packed keys and values [0, kend). */
+static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_t q0, int64_t kall)
 {
 	int64_t d = J->d, dp = J->dp, hd = J->heads * d;
 	int64_t tq = J->lq - q0 < SDI_AT_T ? J->lq - q0 : SDI_AT_T;
@@ -97,9 +129,14 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 		float *dst = B->qp + (int64_t)jb * d * SDI_NR;
 		for (int c = 0; c < SDI_NR; c++) {
 			int64_t qi = jb * SDI_NR + c;
-			const float *qr = J->q + ((n * J->lq) + q0 + qi) * hd + h * d;
+			if (qi >= tq) {
+				for (int64_t t = 0; t < d; t++)
+					dst[t * SDI_NR + c] = 0;
+				continue;
+			}
+			const float *qr = J->q + (n * J->lq + q0 + qi) * hd + h * d;
 			for (int64_t t = 0; t < d; t++)
-				dst[t * SDI_NR + c] = qi < tq ? qr[t] * scale : 0.0f;
+				dst[t * SDI_NR + c] = qr[t] * scale;
 		}
 	}
 	for (int c = 0; c < SDI_AT_T; c++)
@@ -111,41 +148,24 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	for (int64_t k0 = 0; k0 < kend; k0 += SDI_AT_KB) {
 		int64_t kb = kend - k0 < SDI_AT_KB ? kend - k0 : SDI_AT_KB;
 		int64_t kbp = (kb + SDI_MR - 1) / SDI_MR * SDI_MR;
-		/* K block as A panels [D][MR]. */
-		for (int64_t ia = 0; ia < kbp / SDI_MR; ia++) {
-			float *dst = B->kp + ia * d * SDI_MR;
-			for (int i = 0; i < SDI_MR; i++) {
-				int64_t kj = ia * SDI_MR + i;
-				const float *kr = J->k + ((n * J->lk) + k0 + kj) * hd + h * d;
-				for (int64_t t = 0; t < d; t++)
-					dst[t * SDI_MR + i] = kj < kb ? kr[t] : 0.0f;
-			}
-		}
 		/* Sᵀ = K·Qᵀ into panels [KB][NR]. */
 		for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
 			for (int64_t ia = 0; ia < kbp / SDI_MR; ia++)
-				J->ukr(d, B->kp + ia * d * SDI_MR, B->qp + (int64_t)jb * d * SDI_NR,
+				J->ukr(d, B->kp + (k0 / SDI_MR + ia) * d * SDI_MR,
+				       B->qp + (int64_t)jb * d * SDI_NR,
 				       B->s + (int64_t)jb * SDI_AT_KB * SDI_NR + ia * SDI_MR * SDI_NR,
 				       SDI_NR, 0);
 		J->softmax(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
-		/* V block as A panels [kb][MR] over head dimensions. */
-		for (int64_t ip = 0; ip < dp / SDI_MR; ip++) {
-			float *dst = B->vp + ip * kb * SDI_MR;
-			for (int64_t j = 0; j < kb; j++) {
-				const float *vr = J->v + ((n * J->lk) + k0 + j) * hd + h * d + ip * SDI_MR;
-				for (int i = 0; i < SDI_MR; i++)
-					dst[j * SDI_MR + i] = ip * SDI_MR + i < d ? vr[i] : 0.0f;
-			}
-		}
 		/* Oᵀ += Vᵀ·P. */
 		for (int64_t ip = 0; ip < dp / SDI_MR; ip++)
 			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
-				J->ukr(kb, B->vp + ip * kb * SDI_MR, B->s + (int64_t)jb * SDI_AT_KB * SDI_NR,
+				J->ukr(kb, B->vp + ip * kall * SDI_MR + k0 * SDI_MR,
+				       B->s + (int64_t)jb * SDI_AT_KB * SDI_NR,
 				       B->o + ip * SDI_MR * SDI_AT_T + jb * SDI_NR, SDI_AT_T, 1);
 	}
 	for (int64_t c = 0; c < tq; c++) {
 		float inv = B->l[c] > 0 ? 1.0f / B->l[c] : 0.0f;
-		float *yr = J->y + ((n * J->lq) + q0 + c) * hd + h * d;
+		float *yr = J->y + (n * J->lq + q0 + c) * hd + h * d;
 		for (int64_t t = 0; t < d; t++)
 			yr[t] = B->o[t * SDI_AT_T + c] * inv;
 	}
@@ -170,36 +190,55 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 	int64_t dp = (d + SDI_MR - 1) / SDI_MR * SDI_MR;
 	at_job J = {q, k, v, y, batch, lq, lk, heads, d, dp, causal, sdi_get_ukr(),
 		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable};
-	int64_t tiles = (lq + SDI_AT_T - 1) / SDI_AT_T, jobs = batch * heads * tiles;
+	/*
+	 * A job is a range of query tiles of one head; it packs that head's keys
+	 * and values once. Heads are split into enough ranges to feed every thread.
+	 */
 	int nt = sdi_threads();
-	if ((double)jobs * SDI_AT_T * (double)lk * (double)d < 1e6 || jobs < 2)
+	int64_t tiles = (lq + SDI_AT_T - 1) / SDI_AT_T, bh = batch * heads;
+	int64_t chunks = (4 * (int64_t)nt + bh - 1) / bh;
+	if (chunks > tiles)
+		chunks = tiles;
+	int64_t jobs = bh * chunks;
+	if ((double)lq * (double)lk * (double)(d * bh) < 2e5 || jobs < 2)
 		nt = 1;
 	if (nt > jobs)
 		nt = (int)jobs;
+	int64_t kp = (lk + SDI_MR - 1) / SDI_MR * SDI_MR;
+	size_t kvsize = (size_t)(kp * d + dp * lk + 16);
+	size_t tsize = (size_t)(d * SDI_AT_T + SDI_AT_KB * SDI_AT_T + dp * SDI_AT_T + 2 * SDI_AT_T + 64);
 	int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
-		at_buf B;
-		B.qp = sdi_alloc(sizeof(float) * (size_t)(d * SDI_AT_T));
-		B.kp = sdi_alloc(sizeof(float) * (size_t)(d * SDI_AT_KB));
-		B.s = sdi_alloc(sizeof(float) * (size_t)(SDI_AT_KB * SDI_AT_T));
-		B.vp = sdi_alloc(sizeof(float) * (size_t)(dp * SDI_AT_KB));
-		B.o = sdi_alloc(sizeof(float) * (size_t)(dp * SDI_AT_T));
-		B.m = sdi_alloc(sizeof(float) * SDI_AT_T);
-		B.l = sdi_alloc(sizeof(float) * SDI_AT_T);
-		int ok = B.qp && B.kp && B.s && B.vp && B.o && B.m && B.l;
-		if (!ok) {
+		float *kv = sdi_scratch(1, sizeof(float) * kvsize);
+		float *tb = sdi_scratch(2, sizeof(float) * tsize);
+		at_buf B = {0};
+		if (!kv || !tb) {
 #pragma omp atomic write
 			failed = 1;
+		} else {
+			/* Offsets keep the micro-kernels' B panels 64-byte aligned. */
+			B.s = tb;
+			B.qp = B.s + SDI_AT_KB * SDI_AT_T;
+			B.o = B.qp + ((d * SDI_AT_T + 15) & ~(int64_t)15);
+			B.m = B.o + dp * SDI_AT_T;
+			B.l = B.m + SDI_AT_T;
+			B.kp = kv;
+			B.vp = kv + kp * d;
 		}
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t job = 0; job < jobs; job++) {
-			if (!ok)
+			if (!kv || !tb)
 				continue;
-			int64_t t = job % tiles, h = (job / tiles) % heads, n = job / (tiles * heads);
-			attend_tile(&J, &B, n, h, t * SDI_AT_T);
+			int64_t ch = job % chunks, h = (job / chunks) % heads, n = job / (chunks * heads);
+			int64_t t0 = tiles * ch / chunks, t1 = tiles * (ch + 1) / chunks;
+			int64_t kend = lk;
+			if (causal && t1 * SDI_AT_T < kend)
+				kend = t1 * SDI_AT_T;
+			pack_kv(&J, &B, n, h, kend);
+			for (int64_t t = t0; t < t1; t++)
+				attend_tile(&J, &B, n, h, t * SDI_AT_T, kend);
 		}
-		free(B.qp), free(B.kp), free(B.s), free(B.vp), free(B.o), free(B.m), free(B.l);
 	}
 	if (failed)
 		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "attention: out of memory");

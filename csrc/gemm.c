@@ -10,9 +10,15 @@
 
 #include <immintrin.h>
 
-#define SDI_KC_MAX 256
-#define SDI_MC 96
-#define SDI_NC 512
+#ifndef SDI_KC_MAX
+#define SDI_KC_MAX 320
+#endif
+#ifndef SDI_MC
+#define SDI_MC 72
+#endif
+#ifndef SDI_NC
+#define SDI_NC 3072
+#endif
 
 /* ---- portable kernels ---- */
 
@@ -80,6 +86,11 @@ SDI_AVX512 static void ukr_avx512(int64_t k, const float *a, const float *b, flo
 				  int64_t ldc, int accum)
 {
 	SDI_ROWS(SDI_ROW_DECL)
+	/* Bring the C tile towards L1 while the k loop runs. */
+	for (int i = 0; i < SDI_MR; i++) {
+		_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+		_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+	}
 	for (int64_t p = 0; p < k; p++) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 		_mm_prefetch((const char *)(b + 8 * SDI_NR), _MM_HINT_T0);
@@ -344,18 +355,24 @@ int sdi_gemm_run(const sdi_gemm *g)
 			m1 = g->m;
 		if (n1 > g->n)
 			n1 = g->n;
-		sdi_ctx x = {ukr, cvt, NULL, NULL, NULL, NULL};
-		x.apack = sdi_alloc(sizeof(float) * SDI_MC * SDI_KC_MAX);
-		x.bpack = sdi_alloc(sizeof(float) * SDI_NC * SDI_KC_MAX);
-		x.row = sdi_alloc(sizeof(float) * SDI_KC_MAX);
-		x.tmp = sdi_alloc(sizeof(float) * SDI_MR * SDI_NR);
-		if (!x.apack || !x.bpack || !x.row || !x.tmp) {
+		int64_t kc = g->k < SDI_KC_MAX ? g->k : SDI_KC_MAX;
+		int64_t mc = m1 - m0 < SDI_MC ? m1 - m0 : SDI_MC;
+		int64_t nc = n1 - n0 < SDI_NC ? n1 - n0 : SDI_NC;
+		mc = (mc + SDI_MR - 1) / SDI_MR * SDI_MR;
+		nc = (nc + SDI_NR - 1) / SDI_NR * SDI_NR;
+		/* Thread-local scratch, kept between calls: no page faults per call. */
+		int64_t asz = (kc * mc + 15) & ~(int64_t)15, bsz = (kc * nc + 15) & ~(int64_t)15;
+		float *s = sdi_scratch(0, sizeof(float) * (size_t)(asz + bsz + SDI_MR * SDI_NR + kc));
+		sdi_ctx x = {ukr, cvt, s, NULL, NULL, NULL};
+		if (!s) {
 #pragma omp atomic write
 			failed = 1;
 		} else if (m0 < m1 && n0 < n1) {
+			x.bpack = s + asz; /* 64-byte aligned: the kernels load B aligned */
+			x.tmp = x.bpack + bsz;
+			x.row = x.tmp + SDI_MR * SDI_NR;
 			gemm_tile(g, &x, m0, m1, n0, n1);
 		}
-		free(x.apack), free(x.bpack), free(x.row), free(x.tmp);
 	}
 	return failed ? SD_ERR_NOMEM : SD_OK;
 }

@@ -41,6 +41,13 @@ int sdi_isa(void);
 int sdi_fail(char *msg, int msglen, int status, const char *fmt, ...);
 /* sdi_alloc returns 64-byte aligned memory (free with free) or NULL. */
 void *sdi_alloc(size_t bytes);
+/*
+ * sdi_scratch returns this thread's scratch buffer number slot (0 to 3) of at
+ * least bytes bytes, 64-byte aligned, kept and reused by later calls on the
+ * same thread (freed when the thread exits); NULL if out of memory. A slot's
+ * contents are not preserved when it grows.
+ */
+void *sdi_scratch(int slot, size_t bytes);
 /* sdi_vec_f32 returns a malloc'ed f32 copy of a small vector (NULL if p is NULL). */
 float *sdi_vec_f32(const void *p, int dt, int64_t n);
 int sdi_dtype_ok(int dt);
@@ -95,7 +102,8 @@ static inline float sdi_expf(float x)
 {
 	x = x < -87.3f ? -87.3f : x;
 	x = x > 88.7f ? 88.7f : x;
-	float n = __builtin_roundf(x * 1.44269504088896341f);
+	/* Round to nearest by adding and removing 1.5*2^23 (|x*log2e| < 2^22). */
+	float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
 	float r = x - n * 0.693145751953125f; /* ln2 split in a high part ... */
 	r = r - n * 1.428606765330187045e-06f; /* ... and a low part */
 	float p = 1.0f / 720;

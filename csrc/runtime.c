@@ -27,6 +27,49 @@ void *sdi_alloc(size_t bytes)
 	return p;
 }
 
+#include <pthread.h>
+
+#define SDI_SLOTS 4
+
+typedef struct {
+	void *p[SDI_SLOTS];
+	size_t n[SDI_SLOTS];
+} scratch_set;
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v)
+{
+	scratch_set *s = v;
+	for (int i = 0; i < SDI_SLOTS; i++)
+		free(s->p[i]);
+	free(s);
+}
+
+static void scratch_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
+
+void *sdi_scratch(int slot, size_t bytes)
+{
+	if (slot < 0 || slot >= SDI_SLOTS)
+		return NULL;
+	pthread_once(&g_scratch_once, scratch_init);
+	scratch_set *s = pthread_getspecific(g_scratch_key);
+	if (!s) {
+		s = calloc(1, sizeof *s);
+		if (!s || pthread_setspecific(g_scratch_key, s) != 0) {
+			free(s);
+			return NULL;
+		}
+	}
+	if (s->n[slot] < bytes) {
+		free(s->p[slot]);
+		s->p[slot] = sdi_alloc(bytes);
+		s->n[slot] = s->p[slot] ? bytes : 0;
+	}
+	return s->p[slot];
+}
+
 int sdi_dtype_ok(int dt) { return dt == SD_F32 || dt == SD_F16 || dt == SD_BF16; }
 
 float *sdi_vec_f32(const void *p, int dt, int64_t n)
@@ -133,8 +176,11 @@ static uint64_t add_chain(uint64_t iters, uint64_t x)
 /* 12 independent FMA chains of 16 lanes: enough to cover FMA latency. */
 SDI_AVX512 static double fma_loop(uint64_t iters)
 {
-	__m512 a0 = _mm512_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
-	__m512 a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+	/* Distinct starting values, so that no two chains are the same expression. */
+	__m512 a0 = _mm512_set1_ps(1.0f), a1 = _mm512_set1_ps(1.1f), a2 = _mm512_set1_ps(1.2f);
+	__m512 a3 = _mm512_set1_ps(1.3f), a4 = _mm512_set1_ps(1.4f), a5 = _mm512_set1_ps(1.5f);
+	__m512 a6 = _mm512_set1_ps(1.6f), a7 = _mm512_set1_ps(1.7f), a8 = _mm512_set1_ps(1.8f);
+	__m512 a9 = _mm512_set1_ps(1.9f), a10 = _mm512_set1_ps(2.0f), a11 = _mm512_set1_ps(2.1f);
 	__m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
 	for (uint64_t i = 0; i < iters; i++) {
 		a0 = _mm512_fmadd_ps(a0, m, c);
