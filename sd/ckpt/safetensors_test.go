@@ -104,6 +104,8 @@ func TestSafetensorsBadInput(t *testing.T) {
 		{"html", []byte("\n<!DOCTYPE html><html><body>404</body></html>"), "HTML page"},
 		{"html2", []byte("<html><head></head></html>"), "HTML page"},
 		{"unknown", []byte("GIF89a some image bytes here"), "unknown format"},
+		{"json error", []byte(`{"error":"Access to model is restricted. You must be authenticated."}`), "JSON text, not a checkpoint"},
+		{"html comment", []byte("<!-- cached -->\n<html><body>Not Found</body></html>"), "HTML page"},
 		{"tiny", []byte("abc"), "too short"},
 		{"legacy pickle", []byte("\x80\x02\x8a\x0alZ\xfc\x9cF\xf9 j\xa8P\x19."), "legacy (non-zip) PyTorch pickle"},
 		{"header absurd", append(binary.LittleEndian.AppendUint64(nil, 1<<40), "{}"...), "absurd"},
@@ -237,5 +239,17 @@ func TestWriteSourceFailure(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 			t.Errorf("left files behind: %v", ents)
 		}
+	}
+}
+
+func TestSafetensorsHeaderWhitespace(t *testing.T) {
+	p := writeFile(t, "ws.safetensors", rawSafetensors("\n  {\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}   ", f32bytes(2.5)))
+	s, err := OpenSafetensors(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if a, ok := s.Get("a"); !ok || a.F32[0] != 2.5 {
+		t.Errorf("a = %v", a)
 	}
 }

@@ -57,8 +57,19 @@ func sniffBytes(path string, head []byte, size int64) (fileKind, error) {
 		return 0, formatErr(path, "", "is a legacy (non-zip) PyTorch pickle, which gosd does not read: "+
 			"convert it to safetensors (or re-save it with a current torch.save)")
 	}
-	if len(head) >= 9 && head[8] == '{' {
-		return kindSafetensors, nil
+	if len(head) >= 9 {
+		// safetensors: u64 header length, then a JSON object (possibly after
+		// whitespace). A length beyond the file is reported by the reader.
+		body := bytes.TrimLeft(head[8:], " \t\r\n")
+		if len(body) > 0 && body[0] == '{' {
+			return kindSafetensors, nil
+		}
+	}
+	if bytes.HasPrefix(text, []byte("{")) || bytes.HasPrefix(text, []byte("[")) {
+		return 0, formatErr(path, "", "is a JSON text, not a checkpoint (an error response from a failed download?)")
+	}
+	if bytes.HasPrefix(text, []byte("<")) && bytes.Contains(text, []byte("<html")) {
+		return 0, formatErr(path, "", "is an HTML page, not a checkpoint (a failed download?)")
 	}
 	if size < 9 {
 		return 0, formatErr(path, "", "is too short (%d bytes) to be a checkpoint (truncated?)", size)
