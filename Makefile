@@ -34,7 +34,7 @@ demo: build
 	  --output $(OUT)/sd15-tiny.safetensors
 	$(BIN) generate --model $(OUT)/sd15-tiny.safetensors --tokenizer $(SHARED)/models/sd15/tokenizer \
 	  --prompt "a watercolor painting of a fox in a snowy forest" --negative "low quality" \
-	  --width 256 --height 256 --steps 10 --sampler euler_a --seed 42 --output $(OUT)/demo.png
+	  --width 128 --height 128 --steps 8 --sampler euler_a --seed 42 --output $(OUT)/demo.png
 	@echo "demo images: $(OUT)/kodim01-roundtrip.png $(OUT)/demo.png"
 
 vet: deps
