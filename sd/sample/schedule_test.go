@@ -242,3 +242,103 @@ func TestDDIMUniform(t *testing.T) {
 		}
 	}
 }
+
+// TestSGMUniformSimple pins ComfyUI's sgm_uniform and simple schedules on SD
+// 1.5, from their definitions worked by hand:
+//
+//   - sgm_uniform, n steps: timesteps linspace(999, 0, n+1) without the last:
+//     n = 3 gives 999, 666, 333; n = 4 gives 999, 749.25, 499.5, 249.75
+//     (fractional ones by log-sigma interpolation); n = 1 gives 999.
+//   - simple, n steps: sigma table index 999 - floor(i*1000/n): n = 3 gives
+//     999, 666 (floor 333.3), 333 (floor 666.7); n = 7 (1000/7 = 142.857)
+//     gives 999, 857, 714, 571, 428, 285, 142; n = 1 gives 999.
+//
+// Expected sigmas come from the closed-form alphas_cumprod rounded to
+// float32 (as a checkpoint stores it), tolerance 3e-7 relative.
+func TestSGMUniformSimple(t *testing.T) {
+	s := sd15Schedule(t)
+	ac, _ := DefaultDDPM().AlphasCumprod()
+	logSigma := func(ts int) float64 {
+		a := float64(float32(ac[ts]))
+		return math.Log(math.Sqrt((1 - a) / a))
+	}
+	sigmaT := func(tt float64) float64 {
+		lo := math.Floor(tt)
+		w := tt - lo
+		hi := math.Min(lo+1, 999)
+		return math.Exp((1-w)*logSigma(int(lo)) + w*logSigma(int(hi)))
+	}
+	for _, c := range []struct {
+		name string
+		ts   []float64
+	}{
+		{"sgm_uniform", []float64{999, 666, 333}},
+		{"sgm_uniform", []float64{999, 749.25, 499.5, 249.75}},
+		{"sgm_uniform", []float64{999}},
+		{"simple", []float64{999, 666, 333}},
+		{"simple", []float64{999, 857, 714, 571, 428, 285, 142}},
+		{"simple", []float64{999}},
+	} {
+		got, err := s.Sigmas(c.name, len(c.ts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(c.ts)+1 || got[len(c.ts)] != 0 {
+			t.Fatalf("%s %d: %v, want %d sigmas and 0", c.name, len(c.ts), got, len(c.ts))
+		}
+		for i, tt := range c.ts {
+			if want := sigmaT(tt); relDiff(got[i], want) > 3e-7 {
+				t.Errorf("%s %d: sigma[%d] = %.9g, want sigma(t=%v) = %.9g", c.name, len(c.ts), i, got[i], tt, want)
+			}
+		}
+	}
+	// With 3 steps both are on the same integer timesteps, so they agree up
+	// to sgm_uniform's float32 exp(log sigma) (one ulp, as "normal", see
+	// TestGoldenSigmas), and start at the model's largest sigma.
+	a, _ := s.Sigmas("sgm_uniform", 3)
+	b, _ := s.Sigmas("simple", 3)
+	for i := range a {
+		if relDiff(a[i], b[i]) > 1.2e-7 {
+			t.Errorf("3 steps: sgm_uniform[%d] = %v, simple %v", i, a[i], b[i])
+		}
+	}
+	if b[0] != s.SigmaMax() || relDiff(a[0], s.SigmaMax()) > 1.2e-7 {
+		t.Errorf("sgm_uniform starts at %v, want SigmaMax %v", a[0], s.SigmaMax())
+	}
+	// More steps than timesteps: simple repeats sigmas, never increases.
+	many, err := s.Sigmas("simple", 2500)
+	if err != nil || len(many) != 2501 || many[1] != many[0] || many[2499] != float64(s.sigmas[0]) {
+		t.Fatalf("simple 2500: len %d, %v %v ... %v, %v", len(many), many[0], many[1], many[2499], err)
+	}
+	for i := 1; i < len(many); i++ {
+		if many[i] > many[i-1] {
+			t.Fatalf("simple 2500 increases at %d", i)
+		}
+	}
+}
+
+// TestEverySchedule: every name in Schedules gives n decreasing positive
+// sigmas (non-increasing for ddim_uniform's extra step) ending in 0, from
+// SigmaMax (ddim_uniform: timestep 981 for 50 steps) down to no less than
+// SigmaMin.
+func TestEverySchedule(t *testing.T) {
+	s := sd15Schedule(t)
+	for _, name := range Schedules {
+		got, err := s.Sigmas(name, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 51 || got[50] != 0 {
+			t.Errorf("%s: %d sigmas, last %v", name, len(got), got[len(got)-1])
+			continue
+		}
+		for i := 1; i < 50; i++ {
+			if !(got[i] < got[i-1]) || got[i] < float64(float32(s.SigmaMin()))*(1-1e-6) {
+				t.Errorf("%s: sigma[%d] = %v after %v", name, i, got[i], got[i-1])
+			}
+		}
+		if name != "ddim_uniform" && relDiff(got[0], s.SigmaMax()) > 1.2e-7 { // one float32 ulp
+			t.Errorf("%s: starts at %v, want %v", name, got[0], s.SigmaMax())
+		}
+	}
+}

@@ -7,7 +7,7 @@ import (
 )
 
 // Schedules lists the sigma schedule names Sigmas accepts.
-var Schedules = []string{"normal", "discrete", "karras", "exponential", "ddim_uniform"}
+var Schedules = []string{"normal", "discrete", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"}
 
 // MaxSteps bounds the number of sampling steps a schedule may have.
 const MaxSteps = 10000
@@ -25,6 +25,14 @@ const KarrasRho = 7.0
 //     smax^(1/rho)))^rho with rho 7 between the model's SigmaMin and SigmaMax
 //     (Karras et al. 2022, eq. 5).
 //   - "exponential": evenly spaced in log sigma from SigmaMax to SigmaMin.
+//   - "sgm_uniform": ComfyUI's sgm_uniform (the spacing of Stability's
+//     sgm code and diffusers' "trailing" timesteps): n + 1 timesteps spread
+//     evenly from T-1 to 0, the last dropped (t_i = (T-1)(1 - i/n)), each
+//     converted with TToSigma.
+//   - "simple": ComfyUI's simple: every (T/n)-th entry of the model's sigma
+//     table from the top, sigma_i = sigma(T-1 - floor(i T/n)) with T/n a
+//     float64 quotient, as ComfyUI computes it. More steps than timesteps
+//     repeat sigmas (Run skips the repeated steps).
 //   - "ddim_uniform": the timesteps of the original DDIM implementation,
 //     1 + k*c for c = T/n (integer division) and k = 0, 1, ... while below T,
 //     from the largest down, then 0 (as ComfyUI's ddim_uniform; AUTOMATIC1111's
@@ -61,6 +69,17 @@ func (s *Schedule) Sigmas(name string, n int) ([]float64, error) {
 		a, b := math.Log(smax), math.Log(smin)
 		for i := 0; i < n; i++ {
 			out[i] = float64(float32(math.Exp(a + frac(i)*(b-a))))
+		}
+	case "sgm_uniform":
+		tmax := float64(len(s.sigmas) - 1)
+		for i := 0; i < n; i++ {
+			out[i] = s.TToSigma(tmax * (1 - float64(i)/float64(n)))
+		}
+	case "simple":
+		T := len(s.sigmas)
+		ss := float64(T) / float64(n)
+		for i := 0; i < n; i++ {
+			out[i] = float64(s.sigmas[T-1-int(float64(i)*ss)])
 		}
 	case "ddim_uniform":
 		T := len(s.sigmas)

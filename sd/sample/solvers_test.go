@@ -533,3 +533,37 @@ func TestEqualSigmas(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownNames: an unknown sampler or schedule name is an error that
+// quotes it and lists every valid name; names are case-insensitive.
+func TestUnknownNames(t *testing.T) {
+	g := gauss{mu: 0, s: 1}
+	_, err := Run(context.Background(), "dpmpp_2m_karras", []float32{1}, []float64{1, 0}, g.denoiser(nil), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), `"dpmpp_2m_karras"`) {
+		t.Fatalf("unknown sampler: %v", err)
+	}
+	for _, name := range Samplers {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not list %s", err, name)
+		}
+	}
+	s := sd15Schedule(t)
+	_, err = s.Sigmas("beta57", 10)
+	if err == nil || !strings.Contains(err.Error(), `"beta57"`) {
+		t.Fatalf("unknown schedule: %v", err)
+	}
+	for _, name := range Schedules {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not list %s", err, name)
+		}
+		if _, err := s.Sigmas(strings.ToUpper(name), 4); err != nil {
+			t.Errorf("%s in capitals: %v", name, err)
+		}
+	}
+	src, _ := rng.New("cpu", 1)
+	for _, name := range Samplers {
+		if _, err := Run(context.Background(), strings.ToUpper(name), []float32{1}, []float64{1, 0.5, 0}, g.denoiser(nil), src, nil); err != nil {
+			t.Errorf("%s in capitals: %v", name, err)
+		}
+	}
+}
