@@ -39,7 +39,10 @@ type Diffusers struct {
 	ModelIndex   []byte            // raw model_index.json (nil if absent)
 	Configs      map[string][]byte // raw config.json per component; "scheduler" holds scheduler_config.json
 	TokenizerDir string            // the tokenizer/ folder, "" when absent
-	Weights      map[string][]string
+	// SchedulerConfig is the path of scheduler/scheduler_config.json, "" when absent.
+	SchedulerConfig string
+	// Weights lists the weight files read per component.
+	Weights map[string][]string
 	Unmapped     []string // "<component>/<name>" tensors with no ldm counterpart
 
 	srcs   map[string]closingSource // component -> weights
@@ -64,8 +67,12 @@ func OpenDiffusers(path string) (*Diffusers, error) {
 		}
 		d.ModelIndex = b
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "scheduler", "scheduler_config.json")); err == nil {
-		d.Configs["scheduler"] = b
+	if p := filepath.Join(dir, "scheduler", "scheduler_config.json"); fileExists(p) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		d.Configs["scheduler"], d.SchedulerConfig = b, p
 	}
 	if st, err := os.Stat(filepath.Join(dir, "tokenizer")); err == nil && st.IsDir() {
 		d.TokenizerDir = filepath.Join(dir, "tokenizer")
@@ -440,4 +447,9 @@ func copyDir(src, dst string) error {
 		}
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

@@ -152,6 +152,9 @@ func TestDiffusersTiny(t *testing.T) {
 	if c.Diffusers.TokenizerDir != filepath.Join(out, "tokenizer") || c.Diffusers.Configs["scheduler"] == nil {
 		t.Errorf("tokenizer %q, scheduler config %d bytes", c.Diffusers.TokenizerDir, len(c.Diffusers.Configs["scheduler"]))
 	}
+	if c.Diffusers.SchedulerConfig != filepath.Join(out, "scheduler", "scheduler_config.json") {
+		t.Errorf("scheduler config path %q", c.Diffusers.SchedulerConfig)
+	}
 	if !strings.Contains(string(c.Diffusers.Configs["scheduler"]), `"beta_schedule": "scaled_linear"`) {
 		t.Error("scheduler config not copied")
 	}
