@@ -42,8 +42,8 @@ type Diffusers struct {
 	// SchedulerConfig is the path of scheduler/scheduler_config.json, "" when absent.
 	SchedulerConfig string
 	// Weights lists the weight files read per component.
-	Weights map[string][]string
-	Unmapped     []string // "<component>/<name>" tensors with no ldm counterpart
+	Weights  map[string][]string
+	Unmapped []string // "<component>/<name>" tensors with no ldm counterpart
 
 	srcs   map[string]closingSource // component -> weights
 	keymap *KeyMap
