@@ -48,7 +48,7 @@ func TestParseAttention(t *testing.T) {
 		{"[unbalanced", []Piece{{"unbalanced", sq}}},
 		{"a (b", []Piece{{"a ", 1}, {"b", 1.1}}},
 		{"((a) b", []Piece{{"a", w(1.1, 1.1)}, {" b", 1.1}}},
-		{"[(a", []Piece{{"a", w(1.1, sq)}}}, // unclosed round first, then square
+		{"[(a", []Piece{{"a", w(1.1, sq)}}},                // unclosed round first, then square
 		{"(a [b", []Piece{{"a ", 1.1}, {"b", w(1.1, sq)}}}, // 1.1*(1/1.1) is exactly 1
 		{"a) b]", []Piece{{"a) b]", 1}}},
 		{"(unnecessary)(parens)", []Piece{{"unnecessaryparens", 1.1}}},
