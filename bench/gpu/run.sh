@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# bench/gpu/run.sh: the prepared GPU check for a machine with an NVIDIA GPU,
+# a CUDA toolkit (nvcc, any version >= 11.8), CMake and a C++ compiler, but
+# no Go. It
+#   1. builds libgosd_cuda.so there with CMake and the local nvcc (sm_90 by
+#      default; CUDA_ARCHS=80 for an A100),
+#   2. runs the test binaries built beforehand on a Go machine with
+#      `make -f cuda.mk cuda-device-bins` (build/gpu/{cuda,tensor}.test, linked
+#      against libgosd_cuda.so only, so they use the library built in step 1),
+#   3. writes $OUT/results.json: build status, test pass/fail/skip counts and
+#      failures, every CUDA-vs-CPU parity comparison, and the benchmark
+#      TFLOP/s, plus the raw logs next to it.
+# Usage: OUT=/some/dir bench/gpu/run.sh [--dry-run]
+# --dry-run is for a machine without a GPU: the same steps, and tests that
+# skip for lack of a device are expected rather than reported as a problem.
+set -u
+export PATH="$PATH:/usr/local/cuda/bin"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$ROOT/build/gpu-out}
+BINS=${GOSD_GPU_BINS:-$ROOT/build/gpu}
+LIBDIR=${GOSD_CUDA_DEVICE_BUILD:-$ROOT/build/cuda-device}
+ARCHS=${CUDA_ARCHS:-90}
+DRY=false
+[ "${1:-}" = "--dry-run" ] && DRY=true
+mkdir -p "$OUT"
+: >"$OUT/run.log"
+log() { echo "[run.sh $(date -u +%T)] $*" | tee -a "$OUT/run.log"; }
+jstr() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\r' | tr '\n' ' ' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+t0=$(date +%s)
+
+# 1. Environment.
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+[ -n "$gpu" ] || gpu="none"
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+nvcc_v=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | head -1)
+log "gpu: $gpu; nvcc: ${nvcc_v:-missing}; cmake: $(cmake --version 2>/dev/null | head -1)"
+for b in cuda.test tensor.test; do
+	[ -x "$BINS/$b" ] || { log "missing $BINS/$b: run 'make -f cuda.mk cuda-device-bins' on the Go machine"; exit 2; }
+done
+
+# 2. Build libgosd_cuda.so with this machine's CUDA.
+lib_status=failed
+tb=$(date +%s)
+if cmake -S "$ROOT/kernels" -B "$LIBDIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" \
+	>"$OUT/cmake.log" 2>&1 && cmake --build "$LIBDIR" -j"$(nproc)" >>"$OUT/cmake.log" 2>&1; then
+	lib_status=ok
+fi
+build_s=$(($(date +%s) - tb))
+log "libgosd_cuda build: $lib_status in ${build_s}s (arch $ARCHS, log cmake.log)"
+if [ $lib_status != ok ]; then
+	tail -30 "$OUT/cmake.log" | tee -a "$OUT/run.log"
+	printf '{"gpu":%s,"nvcc":%s,"lib_build":"failed","build_seconds":%d}\n' "$(jstr "$gpu")" \
+		"$(jstr "$nvcc_v")" "$build_s" >"$OUT/results.json"
+	exit 1
+fi
+# The binaries need libgosd_cuda.so from step 2; libgomp (OpenMP of the CPU
+# backend) comes from the system or, as a fallback, from the carried copy.
+export LD_LIBRARY_PATH="$LIBDIR:${LD_LIBRARY_PATH:-}:$BINS/lib"
+export GOSD_CUDA_REPORT="$OUT/parity.jsonl"
+: >"$GOSD_CUDA_REPORT"
+ldd "$BINS/tensor.test" >"$OUT/ldd.txt" 2>&1
+
+# 3. Tests (kernel-level, then backend parity against the CPU backend), each
+# in its package directory as `go test` would run it.
+run_test() { # name bin pkgdir pattern timeout
+	(cd "$ROOT/$3" && timeout "$5" "$BINS/$2" -test.v -test.run "$4" -test.timeout "$5") >"$OUT/$1.log" 2>&1
+	echo $?
+}
+rc_kern=$(run_test test_kernels cuda.test bindings/cuda . 180s)
+rc_back=$(run_test test_backend tensor.test sd/tensor '^TestCUDA' 300s)
+log "tests: kernels rc=$rc_kern, backend rc=$rc_back"
+
+# 4. Benchmarks: kernel-only (CUDA events) and backend-level (with the host
+# round trip of activations).
+(cd "$ROOT/bindings/cuda" && timeout 180s "$BINS/cuda.test" -test.run '^$' -test.bench . -test.benchtime 20x) \
+	>"$OUT/bench_kernels.log" 2>&1
+(cd "$ROOT/sd/tensor" && timeout 120s "$BINS/tensor.test" -test.run '^$' -test.bench '^BenchmarkCUDA' -test.benchtime 10x) \
+	>"$OUT/bench_backend.log" 2>&1
+
+# 5. results.json.
+count() { grep -c -- "^ *--- $1:" "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk -F: '{s += $2} END {print s+0}'; }
+pass=$(count PASS)
+fail=$(count FAIL)
+skip=$(count SKIP)
+failed=$(grep -h -- '^ *--- FAIL:' "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk '{printf "%s\"%s\"", (n++ ? "," : ""), $3}')
+parity=$(awk 'NF {printf "%s%s", (n++ ? ",\n    " : ""), $0}' "$GOSD_CUDA_REPORT")
+bench=$(cat "$OUT/bench_kernels.log" "$OUT/bench_backend.log" | awk '
+	/^Benchmark/ {
+		name = $1; sub(/-[0-9]+$/, "", name); tf = "null"; ms = "null"; ns = "null"
+		for (i = 2; i < NF; i++) {
+			if ($(i+1) == "TFLOP/s") tf = $i
+			if ($(i+1) == "ms/op") ms = $i
+			if ($(i+1) == "ns/op") ns = $i
+		}
+		printf "%s{\"name\":\"%s\",\"tflops\":%s,\"kernel_ms\":%s,\"ns_per_op\":%s}", (n++ ? ",\n    " : ""), name, tf, ms, ns
+	}')
+expect_gpu=true
+$DRY && expect_gpu=false
+cat >"$OUT/results.json" <<EOF
+{
+  "gpu": $(jstr "$gpu"),
+  "nvcc": $(jstr "$nvcc_v"),
+  "arch": $(jstr "sm_$ARCHS"),
+  "dry_run": $DRY,
+  "lib_build": "$lib_status",
+  "build_seconds": $build_s,
+  "tests": {"kernels_rc": $rc_kern, "backend_rc": $rc_back, "pass": $pass, "fail": $fail, "skip": $skip,
+            "failed": [$failed], "gpu_expected": $expect_gpu},
+  "parity": [
+    $parity
+  ],
+  "bench": [
+    $bench
+  ],
+  "seconds": $(($(date +%s) - t0))
+}
+EOF
+log "results: $OUT/results.json (pass $pass, fail $fail, skip $skip)"
+if ! $DRY && [ "$skip" -gt 0 ] && [ "$gpu" != none ]; then
+	log "warning: $skip tests skipped although a GPU is present; see test_*.log"
+fi
+[ "$fail" -eq 0 ] && [ "$rc_kern" -eq 0 ] && [ "$rc_back" -eq 0 ]
