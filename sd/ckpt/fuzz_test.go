@@ -1,7 +1,11 @@
 package ckpt
 
 import (
+	"archive/zip"
+	"bytes"
 	"testing"
+
+	"github.com/gosd/gosd/sd/tensor"
 )
 
 // FuzzSafetensorsHeader checks that no header text makes the validator panic
@@ -100,4 +104,35 @@ func pyString(v any) string {
 		return s.String()
 	}
 	return ""
+}
+
+// FuzzTorchZip runs the whole PyTorch zip reader (zip directory, data.pkl,
+// storages, tensor views) on arbitrary bytes.
+func FuzzTorchZip(f *testing.F) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("archive/data.pkl")
+	w.Write(tensorDictPickle([]plannedTensor{{name: "a", dtype: "F16", shape: []int{2, 2}}, {name: "b", dtype: "I64", shape: []int{3}}}, true))
+	w, _ = zw.Create("archive/data/0")
+	w.Write(make([]byte, 8))
+	w, _ = zw.Create("archive/data/1")
+	w.Write(make([]byte, 24))
+	zw.Close()
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		z := &TorchZip{path: "fuzz", mm: data, files: map[string]*zip.File{},
+			cache: map[string]*tensor.Tensor{}, storages: map[string][]byte{}}
+		if err := z.load(); err != nil {
+			return
+		}
+		for _, n := range z.Names() {
+			x, err := z.Load(n)
+			if err != nil {
+				continue
+			}
+			if len(x.F32)+len(x.Half) != x.Numel() {
+				t.Fatalf("%s: %d values for shape %v", n, len(x.F32)+len(x.Half), x.Shape)
+			}
+		}
+	})
 }
