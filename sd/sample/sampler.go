@@ -74,8 +74,9 @@ var ErrNoNoise = errors.New("sampler needs a noise source")
 // sigmas[0]. sigmas: the schedule, non-increasing, with every value but the
 // last > 0 (as Sigmas returns it); len(sigmas)-1 steps are taken (a step
 // between two equal sigmas changes nothing and calls nothing). Each step
-// calls denoise once at sigmas[i]; heun, dpm2, dpm2_a and dpmpp_2s_a call it
-// a second time at an intermediate sigma, except on a step to sigma 0.
+// calls denoise once at sigmas[i]; heun (at sigmas[i+1]), dpm2, dpm2_a and
+// dpmpp_2s_a (at an intermediate sigma) call it a second time, except on a
+// step to sigma 0.
 //
 // noise feeds the samplers that draw noise (ancestral, SDE, lcm), which take
 // N values with one Randn call per step that adds noise (none on a step to

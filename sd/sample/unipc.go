@@ -5,7 +5,7 @@ import "math"
 // unipcStep returns the UniPC step ("unipc") of the given order, 1..3 (Zhao et
 // al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling
 // of Diffusion Models"), in the form of diffusers' UniPCMultistepScheduler
-// with its defaults: data prediction, the B(h) = e^h - 1 ("bh2") variant,
+// with its defaults: data prediction, the B(h) = expm1(-h) ("bh2") variant,
 // lower_order_final, warm-up with lower orders, and the corrector on every
 // step but the first. Run registers order 2, diffusers' default. (ComfyUI's
 // uni_pc_bh2 runs order 3 and stops at sigma 0.001 instead of 0; that is not
@@ -27,8 +27,9 @@ import "math"
 //
 // The order conditions are sum_k rho_k r_k^(i-1) = b_i for i = 1..p, with
 // b_i from diffusers' recurrence (see unipcCoeffs). Orders start at 1 and
-// rise by one per step (warm-up); the last step (lower_order_final) and a
-// step to sigma 0 use order 1, which for sigma 0 returns m0.
+// rise by one per step (warm-up); near the end a step uses at most the
+// number of steps left (lower_order_final: order 1 on the last step), and a
+// step to sigma 0 uses order 1, which returns m0.
 func unipcStep(order int) stepFunc {
 	return func(st *state, x, d []float32, s, sNext float64) error {
 		if st.last != nil {
