@@ -46,6 +46,7 @@ func init() {
 		{"tokenize", "print the CLIP token ids of a text", runTokenize},
 		{"testmodel", "write a deterministic random-weight checkpoint", runTestModel},
 		{"vae", "tiny autoencoder tools (vae roundtrip)", runVAE},
+		{"bench", "measure kernels and end-to-end speed", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gosd/gosd/sd"
+)
+
+// StepResult is one end-to-end measurement at one size.
+type StepResult struct {
+	Width        int     `json:"width"`
+	Height       int     `json:"height"`
+	Steps        int     `json:"steps"`
+	SPerStep     float64 `json:"s_per_step"`     // seconds per sampling step (CFG on: 2 UNet passes)
+	TextEncodeS  float64 `json:"text_encode_s"`  // prompt and negative prompt
+	VAEDecodeS   float64 `json:"vae_decode_s"`   // one image
+	PeakRSSBytes uint64  `json:"peak_rss_bytes"` // process peak resident memory during this run
+}
+
+// Generate runs one text-to-image generation of steps steps at w x h with
+// CFG 7 and euler (deterministic), and measures it. The process's peak-RSS
+// counter is reset first where the kernel allows it.
+func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int) (StepResult, error) {
+	resetPeakRSS()
+	res, err := p.Generate(ctx, sd.Request{Prompt: "a watercolor painting of a fox in a snowy forest",
+		Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1})
+	if err != nil {
+		return StepResult{}, err
+	}
+	return StepResult{Width: w, Height: h, Steps: steps, SPerStep: res.Timings.PerStep.Seconds(),
+		TextEncodeS: res.Timings.TextEncode.Seconds(), VAEDecodeS: res.Timings.VAEDecode.Seconds(),
+		PeakRSSBytes: PeakRSS()}, nil
+}
+
+// PeakRSS returns the process's peak resident set size (VmHWM), or 0.
+func PeakRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// resetPeakRSS resets VmHWM to the current RSS (Linux: clear_refs value 5).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
