@@ -1,0 +1,462 @@
+// Package lora reads LoRA files (kohya/AUTOMATIC1111 and diffusers/PEFT
+// naming, for the UNet and the CLIP text encoder, including LoCon
+// convolution LoRAs) and merges them into a model's weights.
+//
+// A LoRA module adds scale·up·down to one weight W of the model, with
+// scale = alpha/rank · strength (alpha defaults to the rank). Linear:
+// down [r, in], up [out, r]. Convolution (LoCon): down [r, in, kh, kw],
+// up [out, r, 1, 1]; the product is reshaped to [out, in, kh, kw].
+//
+// Module names are mapped to the model's original (ldm) weight names
+// through the ckpt key map (diffusers <-> ldm): kohya names are diffusers
+// (or ldm) module paths with "_" for ".", prefixed "lora_unet_" or
+// "lora_te_"; diffusers names are "unet.<module>" or "text_encoder.<module>".
+package lora
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/tensor"
+)
+
+// Module is one low-rank update in a LoRA file.
+type Module struct {
+	Key      string         // module name as stored, e.g. "lora_unet_mid_block_attentions_0_proj_in"
+	Down, Up *tensor.Tensor // f32; down [r, in(, kh, kw)], up [out, r(, 1, 1)]
+	Alpha    float64        // alpha; equals the rank when the file has none
+	TE       bool           // a text-encoder module (else UNet)
+}
+
+// Rank is the module's rank r.
+func (m *Module) Rank() int { return m.Down.Shape[0] }
+
+// File is a loaded LoRA file.
+type File struct {
+	Name    string    // file name without extension, as prompts refer to it
+	Path    string    // the file read
+	Modules []*Module // sorted by Key
+	// Unsupported lists tensor names that are not plain LoRA/LoCon parts
+	// (LoHa, LoKr, lora_mid, DoRA scales, unknown suffixes) or that lack
+	// their up or down half; Apply reports them as unmatched.
+	Unsupported []string
+}
+
+// suffixes of the down/up/alpha tensors, longest first.
+var (
+	downSuffixes = []string{".lora_linear_layer.down.weight", ".lora_A.default.weight", ".lora_down.weight",
+		".lora.down.weight", ".lora_A.weight", ".down.weight"}
+	upSuffixes = []string{".lora_linear_layer.up.weight", ".lora_B.default.weight", ".lora_up.weight",
+		".lora.up.weight", ".lora_B.weight", ".up.weight"}
+)
+
+func cutAny(name string, sfx []string) (string, bool) {
+	for _, s := range sfx {
+		if m, ok := strings.CutSuffix(name, s); ok {
+			return m, true
+		}
+	}
+	return "", false
+}
+
+// Load reads a LoRA file (.safetensors, or a PyTorch .pt/.ckpt/.bin zip).
+// Tensors are copied to f32, so the file is closed on return.
+func Load(path string) (*File, error) {
+	c, err := ckpt.Open(path, ckpt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("lora %s: %w", path, err)
+	}
+	defer c.Close()
+	base := filepath.Base(path)
+	f := &File{Name: strings.TrimSuffix(base, filepath.Ext(base)), Path: path}
+	type parts struct{ down, up, alpha string }
+	mods := map[string]*parts{}
+	get := func(k string) *parts {
+		if mods[k] == nil {
+			mods[k] = &parts{}
+		}
+		return mods[k]
+	}
+	for _, n := range c.Names() {
+		if m, ok := cutAny(n, downSuffixes); ok {
+			get(m).down = n
+		} else if m, ok := cutAny(n, upSuffixes); ok {
+			get(m).up = n
+		} else if m, ok := strings.CutSuffix(n, ".alpha"); ok {
+			get(m).alpha = n
+		} else {
+			f.Unsupported = append(f.Unsupported, n)
+		}
+	}
+	for key, p := range mods {
+		if p.down == "" || p.up == "" {
+			for _, n := range []string{p.down, p.up, p.alpha} {
+				if n != "" {
+					f.Unsupported = append(f.Unsupported, n)
+				}
+			}
+			continue
+		}
+		down, ok1 := c.Get(p.down)
+		up, ok2 := c.Get(p.up)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("lora %s: module %s cannot be read", path, key)
+		}
+		m := &Module{Key: key, Down: down.ToF32().Clone(), Up: up.ToF32().Clone()}
+		if err := m.check(); err != nil {
+			return nil, fmt.Errorf("lora %s: %w", path, err)
+		}
+		m.Alpha = float64(m.Rank())
+		if p.alpha != "" {
+			a, ok := c.Get(p.alpha)
+			if !ok || a.Numel() != 1 {
+				return nil, fmt.Errorf("lora %s: %s is not a scalar", path, p.alpha)
+			}
+			m.Alpha = float64(a.Float32s()[0])
+		}
+		f.Modules = append(f.Modules, m)
+	}
+	sort.Slice(f.Modules, func(i, j int) bool { return f.Modules[i].Key < f.Modules[j].Key })
+	sort.Strings(f.Unsupported)
+	if len(f.Modules) == 0 {
+		return nil, fmt.Errorf("lora %s: no LoRA modules found (%d tensors, none named *.lora_down/lora_up, *.lora_A/lora_B)", path, len(c.Names()))
+	}
+	return f, nil
+}
+
+// check validates a module's shapes: down [r, in, ...], up [out, r, 1...].
+func (m *Module) check() error {
+	d, u := m.Down.Shape, m.Up.Shape
+	if (len(d) != 2 && len(d) != 4) || (len(u) != 2 && len(u) != 4) || d[0] < 1 {
+		return fmt.Errorf("module %s: down %s / up %s are not linear or conv LoRA shapes",
+			m.Key, tensor.ShapeString(d), tensor.ShapeString(u))
+	}
+	if u[1] != d[0] || (len(u) == 4 && (u[2] != 1 || u[3] != 1)) {
+		return fmt.Errorf("module %s: up %s does not fit down %s (want up [out, %d(, 1, 1)])",
+			m.Key, tensor.ShapeString(u), tensor.ShapeString(d), d[0])
+	}
+	return nil
+}
+
+// Find returns the LoRA file for a prompt's name in dir: dir/name with
+// .safetensors, .pt or .ckpt, else the first such file of that name in a
+// subfolder (in lexical order).
+func Find(dir, name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		return "", fmt.Errorf("lora: %q is not a valid LoRA name", name)
+	}
+	exts := []string{".safetensors", ".pt", ".ckpt"}
+	for _, e := range exts {
+		p := filepath.Join(dir, name+e)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	var found string
+	errStop := errors.New("stop")
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		base := d.Name()
+		for _, e := range exts {
+			if base == name+e {
+				found = p
+				return errStop
+			}
+		}
+		return nil
+	})
+	if found != "" {
+		return found, nil
+	}
+	if err != nil && !errors.Is(err, errStop) {
+		return "", fmt.Errorf("lora: %w", err)
+	}
+	return "", fmt.Errorf("lora: no %s.safetensors, .pt or .ckpt in %s", name, dir)
+}
+
+// Library loads LoRA files by name from a folder and keeps them.
+type Library struct {
+	Dir   string
+	mu    sync.Mutex
+	files map[string]*File
+}
+
+// Get returns the named LoRA (see Find), loading it on first use.
+func (l *Library) Get(name string) (*File, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f, ok := l.files[name]; ok {
+		return f, nil
+	}
+	if l.Dir == "" {
+		return nil, fmt.Errorf("lora: prompt asks for %q but no LoRA folder was given (--lora-dir)", name)
+	}
+	p, err := Find(l.Dir, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Load(p)
+	if err != nil {
+		return nil, err
+	}
+	if l.files == nil {
+		l.files = map[string]*File{}
+	}
+	l.files[name] = f
+	return f, nil
+}
+
+// Loaded is a LoRA with the strengths to merge it at.
+type Loaded struct {
+	File *File
+	TE   float64 // text-encoder strength
+	UNet float64 // UNet strength
+}
+
+// Match is a LoRA module merged into a model weight.
+type Match struct {
+	File   string  // LoRA name
+	Key    string  // module key in the file
+	Target string  // ldm weight name
+	Scale  float64 // alpha/rank · strength
+}
+
+// Unmatched is a LoRA tensor or module that was not applied.
+type Unmatched struct {
+	File   string
+	Key    string
+	Reason string
+}
+
+// Report says what Apply did.
+type Report struct {
+	Matched   []Match
+	Unmatched []Unmatched
+}
+
+// Targets maps LoRA module names to the ldm weight names of a model.
+type Targets struct {
+	km    *ckpt.KeyMap
+	kohya map[string]string // kohya name -> ldm weight ("" when ambiguous)
+	names map[string]bool
+}
+
+// NewTargets indexes the LoRA-able weights of src (2-D linear and 4-D
+// convolution weights of the UNet and CLIP text model, ldm names).
+func NewTargets(src tensor.Source) (*Targets, error) {
+	names := src.Names()
+	km, err := ckpt.NewKeyMap(names)
+	if err != nil {
+		return nil, fmt.Errorf("lora: %w", err)
+	}
+	t := &Targets{km: km, kohya: map[string]string{}, names: map[string]bool{}}
+	add := func(k, ldm string) {
+		if prev, ok := t.kohya[k]; ok && prev != ldm {
+			t.kohya[k] = ""
+			return
+		}
+		t.kohya[k] = ldm
+	}
+	for _, n := range names {
+		mod, ok := strings.CutSuffix(n, ".weight")
+		if !ok {
+			continue
+		}
+		var prefix, ldmRel string
+		switch {
+		case strings.HasPrefix(n, ckpt.PrefixUNet):
+			prefix, ldmRel = "lora_unet_", strings.TrimPrefix(mod, ckpt.PrefixUNet)
+		case strings.HasPrefix(n, "cond_stage_model.transformer."):
+			prefix, ldmRel = "lora_te_", strings.TrimPrefix(mod, "cond_stage_model.transformer.")
+		default:
+			continue
+		}
+		t.names[n] = true
+		add(prefix+strings.ReplaceAll(ldmRel, ".", "_"), n)
+		if d, ok := km.ToDiffusers(n); ok {
+			_, dmod, _ := strings.Cut(strings.TrimSuffix(d, ".weight"), "/")
+			add(prefix+strings.ReplaceAll(dmod, ".", "_"), n)
+		}
+	}
+	return t, nil
+}
+
+// processor-style (older diffusers attention processor) projections.
+var (
+	unetProc = map[string]string{"to_q_lora": "to_q", "to_k_lora": "to_k", "to_v_lora": "to_v", "to_out_lora": "to_out.0"}
+	teProc   = map[string]string{"to_q_lora": "q_proj", "to_k_lora": "k_proj", "to_v_lora": "v_proj", "to_out_lora": "out_proj"}
+)
+
+// Resolve maps a LoRA module key to an ldm weight name; te reports a
+// text-encoder module.
+func (t *Targets) Resolve(key string) (ldm string, te bool, ok bool) {
+	if strings.HasPrefix(key, "lora_unet_") || strings.HasPrefix(key, "lora_te_") {
+		ldm, ok = t.kohya[key]
+		return ldm, strings.HasPrefix(key, "lora_te_"), ok && ldm != ""
+	}
+	k := strings.TrimPrefix(key, "base_model.model.")
+	comp := ""
+	switch {
+	case strings.HasPrefix(k, "unet."):
+		comp, k = "unet", strings.TrimPrefix(k, "unet.")
+	case strings.HasPrefix(k, "text_encoder."):
+		comp, k = "text_encoder", strings.TrimPrefix(k, "text_encoder.")
+	case strings.HasPrefix(k, "text_model."):
+		comp = "text_encoder"
+	case strings.HasPrefix(k, "down_blocks.") || strings.HasPrefix(k, "mid_block.") || strings.HasPrefix(k, "up_blocks.") ||
+		strings.HasPrefix(k, "conv_in") || strings.HasPrefix(k, "conv_out") || strings.HasPrefix(k, "time_embedding."):
+		comp = "unet"
+	default:
+		return "", false, false
+	}
+	// ".processor.to_q_lora" (UNet) and ".to_q_lora" (text encoder) forms.
+	table := unetProc
+	if comp == "text_encoder" {
+		table = teProc
+	}
+	if i := strings.LastIndex(k, "."); i >= 0 {
+		if p, ok := table[k[i+1:]]; ok {
+			k = strings.TrimSuffix(k[:i], ".processor") + "." + p
+		}
+	}
+	ldm, ok = t.km.ToLDM(comp + "/" + k + ".weight")
+	if !ok || !t.names[ldm] {
+		return "", false, false
+	}
+	return ldm, comp == "text_encoder", true
+}
+
+// Apply merges loras into the weights of src (ldm names) and returns a
+// Source that yields merged f32 copies of the affected weights and src's
+// own tensors otherwise. Several LoRAs may touch one weight; their updates
+// add up, each at its own strength (TE for text-encoder modules, UNet for
+// UNet modules). Modules that map to no weight of src are listed in the
+// report, not errors; a module whose shape does not fit its weight is an
+// error naming both.
+func Apply(src tensor.Source, loras []Loaded) (tensor.Source, Report, error) {
+	var rep Report
+	if len(loras) == 0 {
+		return src, rep, nil
+	}
+	t, err := NewTargets(src)
+	if err != nil {
+		return nil, rep, err
+	}
+	merged := map[string]*tensor.Tensor{}
+	for _, l := range loras {
+		if l.File == nil {
+			return nil, rep, errors.New("lora: Apply given a nil File")
+		}
+		for _, n := range l.File.Unsupported {
+			rep.Unmatched = append(rep.Unmatched, Unmatched{l.File.Name, n, "not a LoRA down/up/alpha tensor of a complete module (LoHa, LoKr, lora_mid and DoRA are not supported)"})
+		}
+		for _, m := range l.File.Modules {
+			target, te, ok := t.Resolve(m.Key)
+			if !ok {
+				rep.Unmatched = append(rep.Unmatched, Unmatched{l.File.Name, m.Key, "no such module in the model"})
+				continue
+			}
+			strength := l.UNet
+			if te {
+				strength = l.TE
+			}
+			scale := m.Alpha / float64(m.Rank()) * strength
+			rep.Matched = append(rep.Matched, Match{l.File.Name, m.Key, target, scale})
+			w, ok := merged[target]
+			if !ok {
+				orig, ok := src.Get(target)
+				if !ok {
+					return nil, rep, fmt.Errorf("lora: model weight %s cannot be read", target)
+				}
+				w = orig.ToF32()
+				if w == orig {
+					w = orig.Clone()
+				}
+			}
+			if err := addDelta(w, m, float32(scale)); err != nil {
+				return nil, rep, fmt.Errorf("lora %s: %w", l.File.Path, err)
+			}
+			merged[target] = w
+		}
+	}
+	return &Merged{src: src, merged: merged}, rep, nil
+}
+
+// addDelta adds scale·up·down to w (f32, modified in place).
+func addDelta(w *tensor.Tensor, m *Module, scale float32) error {
+	out, r := m.Up.Shape[0], m.Rank()
+	cols := m.Down.Numel() / r
+	if w.Shape[0] != out || w.Numel() != out*cols || (len(m.Down.Shape) == 4 && len(w.Shape) == 4 &&
+		(m.Down.Shape[2] != w.Shape[2] || m.Down.Shape[3] != w.Shape[3])) {
+		return fmt.Errorf("module %s: up %s · down %s does not fit weight %s",
+			m.Key, tensor.ShapeString(m.Up.Shape), tensor.ShapeString(m.Down.Shape), tensor.ShapeString(w.Shape))
+	}
+	if scale == 0 {
+		return nil
+	}
+	blas32.Gemm(blas.NoTrans, blas.NoTrans, scale,
+		blas32.General{Rows: out, Cols: r, Stride: r, Data: m.Up.F32},
+		blas32.General{Rows: r, Cols: cols, Stride: cols, Data: m.Down.F32},
+		1, blas32.General{Rows: out, Cols: cols, Stride: cols, Data: w.F32})
+	return nil
+}
+
+// Merged is the Source Apply returns.
+type Merged struct {
+	src    tensor.Source
+	merged map[string]*tensor.Tensor
+}
+
+// Get returns the merged copy of a LoRA-affected weight, else src's tensor.
+func (m *Merged) Get(name string) (*tensor.Tensor, bool) {
+	if t, ok := m.merged[name]; ok {
+		return t, true
+	}
+	return m.src.Get(name)
+}
+
+// Names lists src's names.
+func (m *Merged) Names() []string { return m.src.Names() }
+
+// Stored reports "F32" for merged weights and src's stored dtype otherwise
+// (when src reports them).
+func (m *Merged) Stored(name string) (string, []int, bool) {
+	if t, ok := m.merged[name]; ok {
+		return "F32", append([]int(nil), t.Shape...), true
+	}
+	if s, ok := m.src.(interface {
+		Stored(string) (string, []int, bool)
+	}); ok {
+		return s.Stored(name)
+	}
+	t, ok := m.src.Get(name)
+	if !ok {
+		return "", nil, false
+	}
+	return strings.ToUpper(t.DType.String()), append([]int(nil), t.Shape...), true
+}
+
+// Changed lists the weights that hold merged copies, sorted.
+func (m *Merged) Changed() []string {
+	out := make([]string, 0, len(m.merged))
+	for n := range m.merged {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
