@@ -25,10 +25,11 @@ const KarrasRho = 7.0
 //     smax^(1/rho)))^rho with rho 7 between the model's SigmaMin and SigmaMax
 //     (Karras et al. 2022, eq. 5).
 //   - "exponential": evenly spaced in log sigma from SigmaMax to SigmaMin.
-//   - "sgm_uniform": ComfyUI's sgm_uniform (the spacing of Stability's
-//     sgm code and diffusers' "trailing" timesteps): n + 1 timesteps spread
-//     evenly from T-1 to 0, the last dropped (t_i = (T-1)(1 - i/n)), each
-//     converted with TToSigma.
+//   - "sgm_uniform": ComfyUI's sgm_uniform: n + 1 timesteps spread evenly
+//     from T-1 to 0, the last dropped (t_i = (T-1)(1 - i/n)), each converted
+//     with TToSigma. (ComfyUI's timesteps pass through float32 linspace; a
+//     fractional timestep may differ by a float32 ulp, a relative sigma
+//     difference below 1e-6.)
 //   - "simple": ComfyUI's simple: every (T/n)-th entry of the model's sigma
 //     table from the top, sigma_i = sigma(T-1 - floor(i T/n)) with T/n a
 //     float64 quotient, as ComfyUI computes it. More steps than timesteps
