@@ -26,10 +26,18 @@ type Params struct {
 
 // samplerLabels maps gosd sampler names to the labels AUTOMATIC1111 writes.
 var samplerLabels = map[string]string{
-	"euler":    "Euler",
-	"euler_a":  "Euler a",
-	"dpmpp_2m": "DPM++ 2M",
-	"ddim":     "DDIM",
+	"euler":        "Euler",
+	"euler_a":      "Euler a",
+	"heun":         "Heun",
+	"dpm2":         "DPM2",
+	"dpm2_a":       "DPM2 a",
+	"dpmpp_2s_a":   "DPM++ 2S a",
+	"dpmpp_2m":     "DPM++ 2M",
+	"dpmpp_2m_sde": "DPM++ 2M SDE",
+	"dpmpp_3m_sde": "DPM++ 3M SDE",
+	"lcm":          "LCM",
+	"ddim":         "DDIM",
+	"unipc":        "UniPC",
 }
 
 // scheduleLabels maps gosd schedule names to AUTOMATIC1111's "Schedule type".

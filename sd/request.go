@@ -8,16 +8,18 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gosd/gosd/sd/sample"
 )
 
 // Version is gosd's release, written into image metadata.
 const Version = "0.1.0"
 
 // Samplers lists the sampler names Generate accepts.
-var Samplers = []string{"euler", "euler_a", "dpmpp_2m", "ddim"}
+var Samplers = sample.Samplers
 
 // Schedules lists the sigma schedules Generate accepts.
-var Schedules = []string{"normal", "karras"}
+var Schedules = sample.Schedules
 
 // Limits on a request; sizes beyond them are refused before any work.
 const (

@@ -9,6 +9,8 @@
 //	gosd tokenize --tokenizer DIR TEXT
 //	gosd testmodel --family sd15 --size tiny|full --dtype f32|f16|bf16 --layout single|ckpt|diffusers --output PATH
 //	gosd vae roundtrip --encoder E --decoder D --input IMG --output OUT [--json]
+//	gosd noise --rng cpu|cuda --seed N --count K
+//	gosd bench --model PATH [--size 512] [--steps N] [--json]
 //	gosd version
 package main
 
@@ -47,6 +49,7 @@ func init() {
 		{"testmodel", "write a deterministic random-weight checkpoint", runTestModel},
 		{"vae", "tiny autoencoder tools (vae roundtrip)", runVAE},
 		{"bench", "measure kernels and end-to-end speed", runBench},
+		{"noise", "print the noise torch.randn(K) gives after torch.manual_seed(N) (cuda/cpu)", runNoise},
 		{"version", "print the version", runVersion},
 	}
 }
