@@ -281,6 +281,21 @@ func TestApplySeveral(t *testing.T) {
 	if len(unmatched) != 3 {
 		t.Errorf("unmatched %v", unmatched)
 	}
+	// The backend path gives the same weights.
+	for _, be := range []tensor.Backend{tensor.NewRef(), tensor.NewCPU()} {
+		out2, _, err := ApplyWith(be, src, []Loaded{{fa, 1, 0.5}, {fb, 1, -2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got2, _ := out2.Get(target)
+		var d float64
+		for i := range got.F32 {
+			d = math.Max(d, math.Abs(float64(got.F32[i]-got2.F32[i])))
+		}
+		if d > 1e-6 {
+			t.Errorf("%s: ApplyWith differs from Apply by %.2e", be.Name(), d)
+		}
+	}
 	// No LoRAs: src itself.
 	if s, _, err := Apply(src, nil); err != nil || s != tensor.Source(src) {
 		t.Errorf("Apply(nil) = %v, %v", s, err)
