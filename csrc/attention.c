@@ -78,6 +78,39 @@ SDI_AVX512 static void softmax_avx512(float *s, float *m, float *l, float *o, in
 typedef void (*softmax_fn)(float *, float *, float *, float *, int64_t, int64_t, int, int64_t,
 			   int64_t);
 
+/* qpack: dst[jb][t][c] = q[(jb*NR + c)*ld + t] * scale for c < tq, else 0 (T columns). */
+SDI_DUAL(qpack, (float *dst, const float *q, int64_t ld, int64_t d, int64_t tq, float scale), {
+	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
+		float *o = dst + (int64_t)jb * d * SDI_NR;
+		int64_t nc = tq - jb * SDI_NR;
+		nc = nc < 0 ? 0 : nc > SDI_NR ? SDI_NR : nc;
+		for (int64_t t0 = 0; t0 < d; t0 += 16) {
+			int64_t t1 = t0 + 16 < d ? t0 + 16 : d;
+			for (int64_t c = 0; c < nc; c++) {
+				const float *qr = q + (jb * SDI_NR + c) * ld;
+				for (int64_t t = t0; t < t1; t++)
+					o[t * SDI_NR + c] = qr[t] * scale;
+			}
+			for (int64_t t = t0; t < t1; t++)
+				for (int64_t c = nc; c < SDI_NR; c++)
+					o[t * SDI_NR + c] = 0;
+		}
+	}
+})
+
+/* unpack: y[c*ld + t] = o[t*T + c] / l[c] for c < tq, t < d. */
+SDI_DUAL(unpack, (float *y, int64_t ld, const float *o, const float *l, int64_t d, int64_t tq), {
+	float inv[SDI_AT_T];
+	for (int c = 0; c < SDI_AT_T; c++)
+		inv[c] = l[c] > 0 ? 1.0f / l[c] : 0.0f;
+	for (int64_t c0 = 0; c0 < tq; c0 += 8) {
+		int64_t c1 = c0 + 8 < tq ? c0 + 8 : tq;
+		for (int64_t t = 0; t < d; t++)
+			for (int64_t c = c0; c < c1; c++)
+				y[c * ld + t] = o[t * SDI_AT_T + c] * inv[c];
+	}
+})
+
 typedef struct {
 	const float *q, *k, *v;
 	float *y;
@@ -85,6 +118,8 @@ typedef struct {
 	int causal;
 	sdi_ukr_fn ukr;
 	softmax_fn softmax;
+	void (*qpack)(float *, const float *, int64_t, int64_t, int64_t, float);
+	void (*unpack)(float *, int64_t, const float *, const float *, int64_t, int64_t);
 } at_job;
 
 /* pack_kv packs keys [0, kend) of head h: K as A panels [D][MR], V as A panels [kend][MR]. */
@@ -125,20 +160,7 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	int64_t tq = J->lq - q0 < SDI_AT_T ? J->lq - q0 : SDI_AT_T;
 	float scale = 1.0f / sqrtf((float)d);
 	/* Qᵀ as B panels [D][NR], scaled by 1/sqrt(D); columns past the tile are zero. */
-	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
-		float *dst = B->qp + (int64_t)jb * d * SDI_NR;
-		for (int c = 0; c < SDI_NR; c++) {
-			int64_t qi = jb * SDI_NR + c;
-			if (qi >= tq) {
-				for (int64_t t = 0; t < d; t++)
-					dst[t * SDI_NR + c] = 0;
-				continue;
-			}
-			const float *qr = J->q + (n * J->lq + q0 + qi) * hd + h * d;
-			for (int64_t t = 0; t < d; t++)
-				dst[t * SDI_NR + c] = qr[t] * scale;
-		}
-	}
+	J->qpack(B->qp, J->q + (n * J->lq + q0) * hd + h * d, hd, d, tq, scale);
 	for (int c = 0; c < SDI_AT_T; c++)
 		B->m[c] = -INFINITY, B->l[c] = 0;
 	memset(B->o, 0, sizeof(float) * (size_t)(dp * SDI_AT_T));
@@ -163,12 +185,7 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 				       B->s + (int64_t)jb * SDI_AT_KB * SDI_NR,
 				       B->o + ip * SDI_MR * SDI_AT_T + jb * SDI_NR, SDI_AT_T, 1);
 	}
-	for (int64_t c = 0; c < tq; c++) {
-		float inv = B->l[c] > 0 ? 1.0f / B->l[c] : 0.0f;
-		float *yr = J->y + (n * J->lq + q0 + c) * hd + h * d;
-		for (int64_t t = 0; t < d; t++)
-			yr[t] = B->o[t * SDI_AT_T + c] * inv;
-	}
+	J->unpack(J->y + (n * J->lq + q0) * hd + h * d, hd, B->o, B->l, d, tq);
 }
 
 int sd_attention(float *y, const float *q, const float *k, const float *v, int64_t batch,
@@ -189,28 +206,36 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "attention: null pointer");
 	int64_t dp = (d + SDI_MR - 1) / SDI_MR * SDI_MR;
 	at_job J = {q, k, v, y, batch, lq, lk, heads, d, dp, causal, sdi_get_ukr(),
-		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable};
+		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable, SDI_PICK(qpack),
+		    SDI_PICK(unpack)};
 	/*
-	 * A job is a range of query tiles of one head; it packs that head's keys
-	 * and values once. Heads are split into enough ranges to feed every thread.
+	 * A job is a range of query tiles of a group of heads; it packs the
+	 * group's keys and values once, then walks its tiles, each for every head
+	 * of the group, so a tile of q and y is reused from cache across heads.
+	 * Groups are as large as fits in 4 MiB of packed keys and values (all
+	 * heads for cross-attention over 77 tokens, one head for long
+	 * self-attention); ranges are split to give each thread several jobs.
 	 */
 	int nt = sdi_threads();
-	int64_t tiles = (lq + SDI_AT_T - 1) / SDI_AT_T, bh = batch * heads;
-	int64_t chunks = (4 * (int64_t)nt + bh - 1) / bh;
+	int64_t kp = (lk + SDI_MR - 1) / SDI_MR * SDI_MR;
+	int64_t kvhead = kp * d + dp * lk + 16; /* floats per head */
+	int64_t gs = (int64_t)(1 << 20) / kvhead;
+	gs = gs < 1 ? 1 : gs > heads ? heads : gs;
+	int64_t groups = (heads + gs - 1) / gs;
+	int64_t tiles = (lq + SDI_AT_T - 1) / SDI_AT_T, bg = batch * groups;
+	int64_t chunks = (4 * (int64_t)nt + bg - 1) / bg;
 	if (chunks > tiles)
 		chunks = tiles;
-	int64_t jobs = bh * chunks;
-	if ((double)lq * (double)lk * (double)(d * bh) < 2e5 || jobs < 2)
+	int64_t jobs = bg * chunks;
+	if ((double)lq * (double)lk * (double)(d * heads * batch) < 2e5 || jobs < 2)
 		nt = 1;
 	if (nt > jobs)
 		nt = (int)jobs;
-	int64_t kp = (lk + SDI_MR - 1) / SDI_MR * SDI_MR;
-	size_t kvsize = (size_t)(kp * d + dp * lk + 16);
 	size_t tsize = (size_t)(d * SDI_AT_T + SDI_AT_KB * SDI_AT_T + dp * SDI_AT_T + 2 * SDI_AT_T + 64);
 	int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
-		float *kv = sdi_scratch(1, sizeof(float) * kvsize);
+		float *kv = sdi_scratch(1, sizeof(float) * (size_t)(gs * kvhead));
 		float *tb = sdi_scratch(2, sizeof(float) * tsize);
 		at_buf B = {0};
 		if (!kv || !tb) {
@@ -223,21 +248,40 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 			B.o = B.qp + ((d * SDI_AT_T + 15) & ~(int64_t)15);
 			B.m = B.o + dp * SDI_AT_T;
 			B.l = B.m + SDI_AT_T;
-			B.kp = kv;
-			B.vp = kv + kp * d;
 		}
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t job = 0; job < jobs; job++) {
 			if (!kv || !tb)
 				continue;
-			int64_t ch = job % chunks, h = (job / chunks) % heads, n = job / (chunks * heads);
+			int64_t ch = job % chunks, gi = (job / chunks) % groups, n = job / (chunks * groups);
 			int64_t t0 = tiles * ch / chunks, t1 = tiles * (ch + 1) / chunks;
+			int64_t h0 = gi * gs, h1 = h0 + gs < heads ? h0 + gs : heads;
 			int64_t kend = lk;
 			if (causal && t1 * SDI_AT_T < kend)
 				kend = t1 * SDI_AT_T;
-			pack_kv(&J, &B, n, h, kend);
-			for (int64_t t = t0; t < t1; t++)
-				attend_tile(&J, &B, n, h, t * SDI_AT_T, kend);
+			for (int64_t h = h0; h < h1; h++) {
+				B.kp = kv + (h - h0) * kvhead;
+				B.vp = B.kp + ((kp * d + 15) & ~(int64_t)15);
+				pack_kv(&J, &B, n, h, kend);
+			}
+			for (int64_t t = t0; t < t1; t++) {
+				/*
+				 * The tile's rows of q and y are one contiguous block
+				 * for all heads: stream it in, in order, instead of
+				 * leaving each head's strided reads to miss.
+				 */
+				int64_t q0 = t * SDI_AT_T, tq = lq - q0 < SDI_AT_T ? lq - q0 : SDI_AT_T;
+				int64_t off = (n * lq + q0) * d * heads, len = tq * d * heads;
+				for (int64_t i = 0; i < len; i += 16) {
+					__builtin_prefetch(q + off + i, 0, 2);
+					__builtin_prefetch(y + off + i, 1, 2);
+				}
+				for (int64_t h = h0; h < h1; h++) {
+					B.kp = kv + (h - h0) * kvhead;
+					B.vp = B.kp + ((kp * d + 15) & ~(int64_t)15);
+					attend_tile(&J, &B, n, h, t * SDI_AT_T, kend);
+				}
+			}
 		}
 	}
 	if (failed)
