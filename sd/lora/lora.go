@@ -356,6 +356,24 @@ func Apply(src tensor.Source, loras []Loaded) (tensor.Source, Report, error) {
 // native CPU kernels are several times faster than the pure-Go default);
 // a nil be uses gonum's blas32.
 func ApplyWith(be tensor.Backend, src tensor.Source, loras []Loaded) (tensor.Source, Report, error) {
+	return ApplyOptions(src, loras, Options{Backend: be})
+}
+
+// Options tune ApplyOptions.
+type Options struct {
+	// Backend computes the up·down products (nil: gonum's blas32).
+	Backend tensor.Backend
+	// KeepDType stores each merged weight in its original dtype (rounded
+	// to nearest even from the f32 sum) instead of f32, as A1111 merges
+	// into fp16 weights; it halves the memory of f16/bf16 models' merged
+	// copies (about 0.7 GB instead of 1.4 GB for a LoRA on every SD 1.5
+	// attention and MLP layer).
+	KeepDType bool
+}
+
+// ApplyOptions is Apply with Options.
+func ApplyOptions(src tensor.Source, loras []Loaded, opts Options) (tensor.Source, Report, error) {
+	be := opts.Backend
 	var rep Report
 	if len(loras) == 0 {
 		return src, rep, nil
@@ -399,6 +417,23 @@ func ApplyWith(be tensor.Backend, src tensor.Source, loras []Loaded) (tensor.Sou
 				return nil, rep, fmt.Errorf("lora %s: %w", l.File.Path, err)
 			}
 			merged[target] = w
+		}
+	}
+	if opts.KeepDType {
+		for name, w := range merged {
+			orig, _ := src.Get(name)
+			if orig.DType == tensor.F32 {
+				continue
+			}
+			h := make([]uint16, len(w.F32))
+			for i, v := range w.F32 {
+				if orig.DType == tensor.F16 {
+					h[i] = tensor.F32ToF16(v)
+				} else {
+					h[i] = tensor.F32ToBF16(v)
+				}
+			}
+			merged[name] = tensor.FromHalf(h, orig.DType, w.Shape...)
 		}
 	}
 	return &Merged{src: src, merged: merged}, rep, nil
@@ -450,11 +485,11 @@ func (m *Merged) Get(name string) (*tensor.Tensor, bool) {
 // Names lists src's names.
 func (m *Merged) Names() []string { return m.src.Names() }
 
-// Stored reports "F32" for merged weights and src's stored dtype otherwise
-// (when src reports them).
+// Stored reports the dtype of merged weights ("F32", or the original's
+// with KeepDType) and src's stored dtype otherwise (when src reports them).
 func (m *Merged) Stored(name string) (string, []int, bool) {
 	if t, ok := m.merged[name]; ok {
-		return "F32", append([]int(nil), t.Shape...), true
+		return strings.ToUpper(t.DType.String()), append([]int(nil), t.Shape...), true
 	}
 	if s, ok := m.src.(interface {
 		Stored(string) (string, []int, bool)

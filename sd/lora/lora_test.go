@@ -296,6 +296,23 @@ func TestApplySeveral(t *testing.T) {
 			t.Errorf("%s: ApplyWith differs from Apply by %.2e", be.Name(), d)
 		}
 	}
+	// KeepDType: the merged f32 weight rounded to the model's f16.
+	out3, _, err := ApplyOptions(src, []Loaded{{fa, 1, 0.5}, {fb, 1, -2}}, Options{KeepDType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got3, _ := out3.Get(target)
+	if got3.DType != tensor.F16 || !tensor.SameShape(got3.Shape, orig.Shape) {
+		t.Fatalf("KeepDType gave %v", got3)
+	}
+	for i, h := range got3.Half {
+		if h != tensor.F32ToF16(got.F32[i]) {
+			t.Fatalf("KeepDType element %d: %#x, want %#x", i, h, tensor.F32ToF16(got.F32[i]))
+		}
+	}
+	if dt, _, _ := out3.(*Merged).Stored(target); dt != "F16" {
+		t.Errorf("KeepDType stored dtype %s", dt)
+	}
 	// No LoRAs: src itself.
 	if s, _, err := Apply(src, nil); err != nil || s != tensor.Source(src) {
 		t.Errorf("Apply(nil) = %v, %v", s, err)
