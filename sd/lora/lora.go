@@ -98,8 +98,18 @@ func Load(path string) (*File, error) {
 			f.Unsupported = append(f.Unsupported, n)
 		}
 	}
+	// A module with a Tucker core (lora_mid) or a DoRA magnitude is not a
+	// plain up·down update: leave all of it out rather than merge it wrong.
+	special := map[string]bool{}
+	for _, n := range f.Unsupported {
+		for _, sfx := range []string{".lora_mid.weight", ".dora_scale"} {
+			if m, ok := strings.CutSuffix(n, sfx); ok {
+				special[m] = true
+			}
+		}
+	}
 	for key, p := range mods {
-		if p.down == "" || p.up == "" {
+		if p.down == "" || p.up == "" || special[key] {
 			for _, n := range []string{p.down, p.up, p.alpha} {
 				if n != "" {
 					f.Unsupported = append(f.Unsupported, n)

@@ -231,7 +231,11 @@ func TestApplySeveral(t *testing.T) {
 		kohya("lora_unet_down_blocks_9_attentions_0_nothing_here", "", []int{2, 8}, []int{8, 2}, 0, false)}
 	ta := writeLora(t, filepath.Join(dir, "a.safetensors"), a, nil)
 	tb := writeLora(t, filepath.Join(dir, "b.safetensors"), b, tensor.MapSource{
-		"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a":         tensor.New(2, 2),
+		"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": tensor.New(2, 2),
+		// a LoCon module with a Tucker core: left out whole
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight":   tensor.New(2, 32, 1, 1),
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_mid.weight":    tensor.New(2, 2, 3, 3),
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight":     tensor.New(32, 2, 1, 1),
 		"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": tensor.New(256, 2)})
 	lib := &Library{Dir: dir}
 	fa, err := lib.Get("a")
@@ -272,13 +276,16 @@ func TestApplySeveral(t *testing.T) {
 		unmatched[u.Key] = u.Reason
 	}
 	for _, k := range []string{"lora_unet_down_blocks_9_attentions_0_nothing_here",
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight",
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_mid.weight",
+		"lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight",
 		"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a",
 		"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"} {
 		if _, ok := unmatched[k]; !ok {
 			t.Errorf("%s not reported as unmatched (report %v)", k, unmatched)
 		}
 	}
-	if len(unmatched) != 3 {
+	if len(unmatched) != 6 {
 		t.Errorf("unmatched %v", unmatched)
 	}
 	// The backend path gives the same weights.
