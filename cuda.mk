@@ -4,6 +4,8 @@
 #   make cuda-check        compile every kernel for sm_80 and sm_90 into
 #                          libgosd_cuda (CMake), then vet, build and link the
 #                          cuda-tagged Go code (no GPU needed)
+#   make cuda-emu          run the kernels under a host emulation (g++ only,
+#                          no toolkit or GPU) against double references
 #   make cuda              libgosd_cuda and bin/gosd-cuda
 #   make cuda-device-bins  the test binaries bench/gpu/run.sh runs on a GPU
 #                          machine (build/gpu, linked against libgosd_cuda.so)
@@ -15,7 +17,7 @@ CUDA_GO_PKGS := ./bindings/cuda ./sd/tensor
 # Empty: the CMake default (sm_80 and sm_90 SASS plus sm_90 PTX).
 CUDA_ARCHS ?=
 
-.PHONY: cuda-deps cuda-lib cuda-check cuda cuda-device-bins
+.PHONY: cuda-deps cuda-lib cuda-check cuda-emu cuda cuda-device-bins
 
 # cuda-deps: Debian's toolkit lives in non-free; enable that component in the
 # apt sources when it is missing (deb822 or one-line format), then install.
@@ -55,6 +57,11 @@ cuda-check: cuda-lib
 	done
 	$(GO) test -tags cuda -count=1 -run 'NoDevice|InvalidArguments|CUDAShapeErrors' $(CUDA_GO_PKGS)
 	@echo "cuda-check: ok"
+
+# cuda-emu: kernels/emu/emu.h runs each CUDA thread as an OS thread, so the
+# kernels' tiling, masking and barriers are checked without a GPU (~2 min).
+cuda-emu:
+	kernels/emu/run.sh build/cuda-emu
 
 cuda: cuda-lib
 	@mkdir -p bin
