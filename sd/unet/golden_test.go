@@ -84,12 +84,12 @@ func TestGoldenSD15(t *testing.T) {
 	}
 }
 
-// goldenBackend is the backend of the full-size tests.
-// TODO: switch to the native CPU backend once it lands; the pure-Go
-// reference takes about 7 minutes here, so it only runs with GOSD_SLOW=1.
+// goldenBackend is the backend of the full-size tests: the native CPU
+// backend, or the pure-Go reference with GOSD_GOLDEN_REF=1 (about 7
+// minutes for the UNet on two cores).
 func goldenBackend(t *testing.T) tensor.Backend {
-	if os.Getenv("GOSD_SLOW") == "" {
-		t.Skip("full-size UNet on the reference backend needs GOSD_SLOW=1")
+	if os.Getenv("GOSD_GOLDEN_REF") != "" {
+		return tensor.NewRef()
 	}
-	return tensor.NewRef()
+	return tensor.NewCPU()
 }

@@ -349,3 +349,28 @@ func TestForwardErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestTinyCPUMatchesRef runs the tiny model (f16 weights, odd latent size,
+// batch of two) on the native CPU backend and the float64-accumulating
+// reference, and bounds their difference. The tolerance allows float32
+// accumulation and the CPU backend's fast exp/erf across ~40 layers;
+// a kernel or layout bug gives differences of order 1.
+func TestTinyCPUMatchesRef(t *testing.T) {
+	u := loadTiny(t, 5, true, false)
+	x, ctx := randTensor(10, 2, 4, 9, 14), randTensor(11, 2, 7, 64)
+	ts := []float32{999, 3.5}
+	want, err := u.Forward(tensor.NewRef(), x, ts, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu := tensor.NewCPU()
+	got, err := u.Forward(cpu, x, ts, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, s := maxDiff(got.F32, want.F32)
+	t.Logf("%s vs ref: max abs diff %.3g, max |ref| %.3g", cpu.Name(), d, s)
+	if d > 1e-4*s {
+		t.Errorf("%s differs from ref by %.3g (scale %.3g)", cpu.Name(), d, s)
+	}
+}

@@ -360,3 +360,39 @@ func TestKLErrors(t *testing.T) {
 		t.Error("empty source accepted")
 	}
 }
+
+// TestKLTinyCPUMatchesRef decodes and encodes with the native CPU backend
+// and the float64-accumulating reference and bounds their difference
+// (float32 accumulation over ~20 layers; a kernel bug gives order-1 errors).
+func TestKLTinyCPUMatchesRef(t *testing.T) {
+	m := klLoadTiny(t, 6)
+	ref, cpu := tensor.NewRef(), tensor.NewCPU()
+	z := klRand(7, 2, 4, 7, 5)
+	want, err := m.Decode(ref, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Decode(cpu, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, s := klMaxDiff(got.F32, want.F32)
+	t.Logf("decode %s vs ref: max abs diff %.3g, max |ref| %.3g", cpu.Name(), d, s)
+	if d > 1e-4*s {
+		t.Errorf("decode: %s differs from ref by %.3g (scale %.3g)", cpu.Name(), d, s)
+	}
+	wm, wl, err := m.Encode(ref, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, gl, err := m.Encode(cpu, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range [][2]*tensor.Tensor{{gm, wm}, {gl, wl}} {
+		d, s := klMaxDiff(p[0].F32, p[1].F32)
+		if d > 1e-4*s {
+			t.Errorf("encode output %d: %s differs from ref by %.3g (scale %.3g)", i, cpu.Name(), d, s)
+		}
+	}
+}

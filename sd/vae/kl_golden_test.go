@@ -1,0 +1,80 @@
+package vae
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/npy"
+	"github.com/gosd/gosd/sd/internal/testckpt"
+	"github.com/gosd/gosd/sd/tensor"
+)
+
+// klGoldenTol bounds the relative error (max |got-want| / max |want|) of
+// the decoded golden image. Float32 rounding in another summation order
+// gives about 1e-5; a wrong epsilon, upsampling or attention gives 1e-3 or
+// more.
+const klGoldenTol = 1e-4
+
+// TestKLGoldenSD15 decodes the golden run's final latents with the
+// full-size random SD 1.5 autoencoder and compares with PyTorch's image.
+func TestKLGoldenSD15(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full-size VAE in -short mode")
+	}
+	gold := filepath.Join(testckpt.SharedDir(t), "golden", "sd15-dev-fox")
+	src, err := ckpt.OpenSafetensors(testckpt.SD15(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	m, err := LoadKL(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Config, KLSD15Config()) || m.Encoder == nil {
+		t.Fatalf("inferred %+v (encoder %v), want SD 1.5", m.Config, m.Encoder != nil)
+	}
+	lat, shape, err := npy.Read(filepath.Join(gold, "latent_final.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, wshape, err := npy.Read(filepath.Join(gold, "image_f32.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tensor.SameShape(shape, []int{4, 24, 32}) || !tensor.SameShape(wshape, []int{3, 192, 256}) {
+		t.Fatalf("golden shapes %v, %v", shape, wshape)
+	}
+	z := tensor.New(1, 4, 24, 32)
+	for i, v := range lat {
+		z.F32[i] = v / m.ScalingFactor
+	}
+	be := klGoldenBackend()
+	start := time.Now()
+	img, err := m.Decode(be, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: VAE decode 24x32 -> 192x256: %v", be.Name(), time.Since(start).Round(time.Millisecond))
+	if !tensor.SameShape(img.Shape, []int{1, 3, 192, 256}) {
+		t.Fatalf("image shape %v", img.Shape)
+	}
+	d, sc := klMaxDiff(img.F32, want)
+	t.Logf("image_f32: max abs err %.3g, max |want| %.3g, relative %.3g", d, sc, d/sc)
+	if d > klGoldenTol*sc {
+		t.Errorf("relative error %.3g over %g", d/sc, klGoldenTol)
+	}
+}
+
+// klGoldenBackend is the backend of the full-size tests: the native CPU
+// backend, or the pure-Go reference with GOSD_GOLDEN_REF=1.
+func klGoldenBackend() tensor.Backend {
+	if os.Getenv("GOSD_GOLDEN_REF") != "" {
+		return tensor.NewRef()
+	}
+	return tensor.NewCPU()
+}
