@@ -121,3 +121,46 @@ func BenchmarkConv2DF16(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLinearF16 calibrates the kernels above against cuBLASLt on the
+// same GPU: an SD feed-forward projection and a square GEMM near peak.
+// FLOPs 2*M*N*K; the f32->f16 rounding of x is included.
+func BenchmarkLinearF16(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		m, n, k int
+	}{
+		{"M8192_N2560_K320", 8192, 2560, 320},
+		{"M4096_N4096_K4096", 4096, 4096, 4096},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := gpu(b)
+			bl, err := cuda.NewBlas(32 << 20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bl.Close()
+			r := rand.New(rand.NewPCG(3, 3))
+			x := upload(b, s, randF32(r, c.m*c.k, 1), c.m*c.k, 4)
+			wh := make([]uint16, c.n*c.k)
+			for i := range wh {
+				wh[i] = uint16(0x2000 + r.IntN(0x800))
+			}
+			w := upload(b, s, wh, len(wh), 2)
+			xs, err := cuda.Malloc(2 * c.m * c.k)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cuda.Free(xs)
+			y, err := cuda.Malloc(4 * c.m * c.n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cuda.Free(y)
+			flops := 2 * float64(c.m) * float64(c.n) * float64(c.k)
+			timeKernel(b, s, flops, func() error {
+				return bl.Linear(s, cuda.F16, y, x, w, 0, cuda.F16, xs, c.m, c.n, c.k)
+			})
+		})
+	}
+}
