@@ -28,10 +28,36 @@ int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias
 		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "conv2d: out of memory");
 	int direct = kh == 1 && kw == 1 && stride == 1 && pad_top == 0 && pad_left == 0 &&
 		     ho == h && wo == wd;
+	/*
+	 * Few output positions (the deep, small levels of a UNet) would leave
+	 * most of each NR-wide column panel empty: compute yᵀ[P, O] =
+	 * im2col(x)ᵀ·wᵀ instead, with positions as rows, then transpose.
+	 */
+	int64_t P = ho * wo;
+	int transposed = P < 256 && P % SDI_NR != 0 && o >= 2 * SDI_NR;
+	float *yt = NULL;
+	if (transposed) {
+		yt = sdi_scratch(3, sizeof(float) * (size_t)(P * o));
+		if (!yt) {
+			free(bv);
+			return sdi_fail(msg, msglen, SD_ERR_NOMEM, "conv2d: out of memory");
+		}
+	}
 	int st = SD_OK;
 	for (int64_t n = 0; n < batch && st == SD_OK; n++) {
 		sdi_conv_geo geo = {x + n * c * h * wd, c, h, wd, kh, kw, stride, pad_top, pad_left,
 				    ho, wo};
+		if (transposed) {
+			sdi_gemm g = {.m = P, .n = o, .k = c * kh * kw, .a_kind = SDI_A_IM2COLT,
+				      .geo = &geo, .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt,
+				      .ldb = c * kh * kw, .c = yt, .ldc = o, .bias_n = bv};
+			st = sdi_gemm_run(&g);
+			float *yn = y + n * o * P;
+			for (int64_t oc = 0; oc < o; oc++)
+				for (int64_t p = 0; p < P; p++)
+					yn[oc * P + p] = yt[p * o + oc];
+			continue;
+		}
 		sdi_gemm g = {.m = o, .n = ho * wo, .k = c * kh * kw, .a = w, .adt = wdt,
 			      .lda = c * kh * kw, .c = y + n * o * ho * wo, .ldc = ho * wo,
 			      .bias_m = bv};

@@ -136,9 +136,43 @@ typedef struct {
 	float *apack, *bpack, *row, *tmp;
 } sdi_ctx;
 
+/* pack_a_im2colt packs rows (output positions) [i0, i0+mr) of im2col(x)ᵀ, depth [p0, p0+kc). */
+static void pack_a_im2colt(const sdi_conv_geo *q, float *d, int64_t i0, int64_t mr, int64_t p0,
+			   int64_t kc)
+{
+	int64_t khw = q->kh * q->kw;
+	for (int64_t i = 0; i < SDI_MR; i++) {
+		if (i >= mr) {
+			for (int64_t p = 0; p < kc; p++)
+				d[p * SDI_MR + i] = 0;
+			continue;
+		}
+		int64_t pos = i0 + i, oy = pos / q->wo, ox = pos % q->wo;
+		int64_t iy0 = oy * q->stride - q->pt, ix0 = ox * q->stride - q->pl;
+		int64_t ci = p0 / khw, r = p0 % khw, ky = r / q->kw, kx = r % q->kw;
+		for (int64_t p = 0; p < kc; p++) {
+			int64_t iy = iy0 + ky, ix = ix0 + kx;
+			d[p * SDI_MR + i] = (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w)
+						    ? q->x[(ci * q->h + iy) * q->w + ix]
+						    : 0.0f;
+			if (++kx == q->kw) {
+				kx = 0;
+				if (++ky == q->kh)
+					ky = 0, ci++;
+			}
+		}
+	}
+}
+
 /* pack_a packs rows [i0, i0+mc) and depth [p0, p0+kc) of A into MR-row panels. */
 static void pack_a(const sdi_gemm *g, sdi_ctx *x, int64_t i0, int64_t mc, int64_t p0, int64_t kc)
 {
+	if (g->a_kind == SDI_A_IM2COLT) {
+		for (int64_t ip = 0; ip < mc; ip += SDI_MR)
+			pack_a_im2colt(g->geo, x->apack + (ip / SDI_MR) * kc * SDI_MR, i0 + ip,
+				       mc - ip < SDI_MR ? mc - ip : SDI_MR, p0, kc);
+		return;
+	}
 	for (int64_t ip = 0; ip < mc; ip += SDI_MR) {
 		float *d = x->apack + (ip / SDI_MR) * kc * SDI_MR;
 		int64_t mr = mc - ip < SDI_MR ? mc - ip : SDI_MR;

@@ -21,6 +21,7 @@ typedef struct {
 
 enum {
 	SDI_A_ROWS = 0,   /* A[i][p] = a[i*lda + p], dtype adt */
+	SDI_A_IM2COLT = 4, /* A[i][p] = im2col(geo)[p][i] (rows are output positions) */
 	SDI_B_ROWS = 1,   /* B[p][j] = b[p*ldb + j], f32 */
 	SDI_B_TRANS = 2,  /* B[p][j] = b[j*ldb + p], dtype bdt */
 	SDI_B_IM2COL = 3, /* B[p][j] = im2col(geo)[p][j] */
@@ -29,6 +30,7 @@ enum {
 /* C[M, N] = A[M, K]·B[K, N] (+ bias_m[i] per row) (+ bias_n[j] per column). */
 typedef struct {
 	int64_t m, n, k;
+	int a_kind;
 	const void *a;
 	int adt;
 	int64_t lda;

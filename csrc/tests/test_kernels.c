@@ -270,6 +270,7 @@ int main(void)
 		test_conv(5, 11, 13, 7, 3, 1, 1);
 		test_conv(4, 9, 40, 6, 3, 2, 1);
 		test_conv(6, 5, 70, 5, 1, 1, 0);
+		test_conv(40, 4, 3, 70, 3, 1, 1); /* few positions: transposed GEMM */
 		test_attention(100, 100, 2, 24, 1);
 		test_attention(70, 77, 3, 40, 0);
 		test_group_norm();
