@@ -61,14 +61,42 @@ export GOSD_CUDA_REPORT="$OUT/parity.jsonl"
 ldd "$BINS/tensor.test" >"$OUT/ldd.txt" 2>&1
 
 # 3. Tests (kernel-level, then backend parity against the CPU backend), each
-# in its package directory as `go test` would run it.
-run_test() { # name bin pkgdir pattern timeout
-	(cd "$ROOT/$3" && timeout "$5" "$BINS/$2" -test.v -test.run "$4" -test.timeout "$5") >"$OUT/$1.log" 2>&1
-	echo $?
+# test function in its own process, in its package directory as `go test`
+# would run it: a kernel fault poisons its CUDA context, and this way it
+# costs one test, not the rest. A test that crashes or times out is logged
+# as a FAIL line of its own.
+run_each() { # log bin pkgdir list-pattern timeout-per-test
+	local rc=0 t r
+	: >"$OUT/$1.log"
+	for t in $(cd "$ROOT/$3" && "$BINS/$2" -test.list "$4" 2>/dev/null | grep '^Test'); do
+		(cd "$ROOT/$3" && timeout "$5" "$BINS/$2" -test.v -test.run "^$t\$" -test.timeout "$5") >>"$OUT/$1.log" 2>&1
+		r=$?
+		if [ $r -ne 0 ]; then
+			rc=1
+			grep -q -- "--- FAIL: $t " "$OUT/$1.log" || echo "--- FAIL: $t (crashed or timed out, rc=$r)" >>"$OUT/$1.log"
+		fi
+	done
+	echo $rc
 }
-rc_kern=$(run_test test_kernels cuda.test bindings/cuda . 180s)
-rc_back=$(run_test test_backend tensor.test sd/tensor '^TestCUDA' 300s)
+rc_kern=$(run_each test_kernels cuda.test bindings/cuda '^Test' 120s)
+rc_back=$(run_each test_backend tensor.test sd/tensor '^TestCUDA' 240s)
 log "tests: kernels rc=$rc_kern, backend rc=$rc_back"
+
+# compute-sanitizer on the guard-band kernel tests: memcheck finds
+# out-of-bounds accesses (shared memory too), racecheck shared-memory races
+# that the host emulation (kernels/emu) cannot see.
+san_mem=null
+san_race=null
+if command -v compute-sanitizer >/dev/null && [ "$gpu" != none ]; then
+	for tool in memcheck racecheck; do
+		(cd "$ROOT/bindings/cuda" && timeout 150s compute-sanitizer --tool $tool --error-exitcode 9 \
+			"$BINS/cuda.test" -test.run 'Guarded|CastExact' -test.v) >"$OUT/sanitizer_$tool.log" 2>&1
+		n=$(grep -o 'ERROR SUMMARY: [0-9]*' "$OUT/sanitizer_$tool.log" | grep -o '[0-9]*$' | tail -1)
+		[ -n "$n" ] || n=-1 # no summary: the run crashed or timed out
+		[ $tool = memcheck ] && san_mem=$n || san_race=$n
+	done
+	log "compute-sanitizer errors: memcheck $san_mem, racecheck $san_race (-1: no summary)"
+fi
 
 # 4. Benchmarks: kernel-only (CUDA events) and backend-level (with the host
 # round trip of activations).
@@ -82,7 +110,7 @@ count() { grep -c -- "^ *--- $1:" "$OUT/test_kernels.log" "$OUT/test_backend.log
 pass=$(count PASS)
 fail=$(count FAIL)
 skip=$(count SKIP)
-failed=$(grep -h -- '^ *--- FAIL:' "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk '{printf "%s\"%s\"", (n++ ? "," : ""), $3}')
+failed=$(grep -h -- '^--- FAIL:' "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk '{printf "%s\"%s\"", (n++ ? "," : ""), $3}')
 parity=$(awk 'NF {printf "%s%s", (n++ ? ",\n    " : ""), $0}' "$GOSD_CUDA_REPORT")
 bench=$(cat "$OUT/bench_kernels.log" "$OUT/bench_backend.log" | awk '
 	/^Benchmark/ {
@@ -106,6 +134,7 @@ cat >"$OUT/results.json" <<EOF
   "build_seconds": $build_s,
   "tests": {"kernels_rc": $rc_kern, "backend_rc": $rc_back, "pass": $pass, "fail": $fail, "skip": $skip,
             "failed": [$failed], "gpu_expected": $expect_gpu},
+  "sanitizer_errors": {"memcheck": $san_mem, "racecheck": $san_race},
   "parity": [
     $parity
   ],
