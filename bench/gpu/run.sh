@@ -27,6 +27,13 @@ mkdir -p "$OUT"
 log() { echo "[run.sh $(date -u +%T)] $*" | tee -a "$OUT/run.log"; }
 jstr() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\r' | tr '\n' ' ' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 t0=$(date +%s)
+# The tests and benchmarks share one time budget counted from the start, so
+# the script ends in time for a 10-minute device call however kernels behave.
+BUDGET=${GOSD_GPU_BUDGET:-480}
+lim() { # lim SECONDS: SECONDS, or less when the budget runs out (min 1)
+	local left=$((t0 + BUDGET - $(date +%s)))
+	[ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"
+}
 
 # 1. Environment.
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
@@ -66,10 +73,11 @@ ldd "$BINS/tensor.test" >"$OUT/ldd.txt" 2>&1
 # costs one test, not the rest. A test that crashes or times out is logged
 # as a FAIL line of its own.
 run_each() { # log bin pkgdir list-pattern timeout-per-test
-	local rc=0 t r
+	local rc=0 t r lt
 	: >"$OUT/$1.log"
 	for t in $(cd "$ROOT/$3" && "$BINS/$2" -test.list "$4" 2>/dev/null | grep '^Test'); do
-		(cd "$ROOT/$3" && timeout "$5" "$BINS/$2" -test.v -test.run "^$t\$" -test.timeout "$5") >>"$OUT/$1.log" 2>&1
+		lt=$(lim "${5%s}")
+		(cd "$ROOT/$3" && timeout "$lt" "$BINS/$2" -test.v -test.run "^$t\$" -test.timeout "${lt}s") >>"$OUT/$1.log" 2>&1
 		r=$?
 		if [ $r -ne 0 ]; then
 			rc=1
@@ -89,7 +97,7 @@ san_mem=null
 san_race=null
 if command -v compute-sanitizer >/dev/null && [ "$gpu" != none ]; then
 	for tool in memcheck racecheck; do
-		(cd "$ROOT/bindings/cuda" && timeout 150s compute-sanitizer --tool $tool --error-exitcode 9 \
+		(cd "$ROOT/bindings/cuda" && timeout "$(lim 150)" compute-sanitizer --tool $tool --error-exitcode 9 \
 			"$BINS/cuda.test" -test.run 'Guarded|CastExact' -test.v) >"$OUT/sanitizer_$tool.log" 2>&1
 		n=$(grep -o 'ERROR SUMMARY: [0-9]*' "$OUT/sanitizer_$tool.log" | grep -o '[0-9]*$' | tail -1)
 		[ -n "$n" ] || n=-1 # no summary: the run crashed or timed out
@@ -100,9 +108,9 @@ fi
 
 # 4. Benchmarks: kernel-only (CUDA events) and backend-level (with the host
 # round trip of activations).
-(cd "$ROOT/bindings/cuda" && timeout 180s "$BINS/cuda.test" -test.run '^$' -test.bench . -test.benchtime 20x) \
+(cd "$ROOT/bindings/cuda" && timeout "$(lim 180)" "$BINS/cuda.test" -test.run '^$' -test.bench . -test.benchtime 20x) \
 	>"$OUT/bench_kernels.log" 2>&1
-(cd "$ROOT/sd/tensor" && timeout 120s "$BINS/tensor.test" -test.run '^$' -test.bench '^BenchmarkCUDA' -test.benchtime 10x) \
+(cd "$ROOT/sd/tensor" && timeout "$(lim 120)" "$BINS/tensor.test" -test.run '^$' -test.bench '^BenchmarkCUDA' -test.benchtime 10x) \
 	>"$OUT/bench_backend.log" 2>&1
 
 # 5. results.json.
