@@ -166,10 +166,11 @@ func TestParseConfig(t *testing.T) {
 }
 
 // TestTinyForwardShapes runs the tiny model at even, mixed and odd latent
-// sizes and checks output shapes and finiteness.
+// sizes and checks output shapes and finiteness. It uses the native CPU
+// backend for speed; TestTinyCPUMatchesRef ties that to the reference.
 func TestTinyForwardShapes(t *testing.T) {
 	u := loadTiny(t, 1, false, false)
-	be := tensor.NewRef()
+	be := tensor.NewCPU()
 	for _, sz := range [][2]int{{8, 8}, {40, 24}, {13, 7}, {1, 1}} {
 		x := randTensor(2, 2, 4, sz[0], sz[1])
 		ctx := randTensor(3, 2, 5, 64)
