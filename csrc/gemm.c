@@ -125,6 +125,90 @@ SDI_AVX512 static void cvt_avx512(const void *src, int dt, int64_t off, int64_t 
 	}
 }
 
+static void tpack_portable(const void *src, int dt, int64_t ld, int64_t nrows, int width,
+			   int64_t kc, float *dst, int64_t dstride)
+{
+	for (int64_t r = 0; r < width; r++) {
+		if (r >= nrows) {
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * dstride + r] = 0;
+			continue;
+		}
+		if (dt == SD_F32) {
+			const float *s = (const float *)src + r * ld;
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * dstride + r] = s[k];
+		} else if (dt == SD_F16) {
+			const uint16_t *s = (const uint16_t *)src + r * ld;
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * dstride + r] = sdi_f16_f32(s[k]);
+		} else {
+			const uint16_t *s = (const uint16_t *)src + r * ld;
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * dstride + r] = sdi_bf16_f32(s[k]);
+		}
+	}
+}
+
+/* Load up to 16 elements (mask m) of one row as f32. */
+SDI_AVX512 static inline __m512 load16(const void *src, int dt, int64_t off, __mmask16 m)
+{
+	if (dt == SD_F32)
+		return _mm512_maskz_loadu_ps(m, (const float *)src + off);
+	__m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off);
+	if (dt == SD_F16)
+		return _mm512_cvtph_ps(h);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/*
+ * 16x16 transpose in registers: unpack pairs of rows (ps), then pairs of
+ * pairs (pd), then exchange 128-bit lanes twice (shuffle_f32x4).
+ */
+SDI_AVX512 static void tpack_avx512(const void *src, int dt, int64_t ld, int64_t nrows,
+				    int width, int64_t kc, float *dst, int64_t dstride)
+{
+	__mmask16 wm = (__mmask16)((1u << width) - 1);
+	for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+		int64_t kn = kc - k0 < 16 ? kc - k0 : 16;
+		__mmask16 km = (__mmask16)((1u << kn) - 1);
+		__m512 r[16], t[16], u[16];
+		for (int i = 0; i < 16; i++)
+			r[i] = i < nrows ? load16(src, dt, i * ld + k0, km) : _mm512_setzero_ps();
+		for (int i = 0; i < 8; i++) {
+			t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+			t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+		}
+		/* u[4g + m]: lane L holds column 4L + m of rows 4g .. 4g+3. */
+		for (int g = 0; g < 4; g++) {
+			__m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+			__m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+			u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+			u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+			u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+			u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+		}
+		for (int m = 0; m < 4; m++) {
+			__m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+			__m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+			__m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+			__m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+			__m512 col[4] = {_mm512_shuffle_f32x4(v0, w0, 0x88), _mm512_shuffle_f32x4(v0, w0, 0xDD),
+					 _mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD)};
+			for (int l = 0; l < 4; l++) {
+				int64_t k = 4 * l + m;
+				if (k < kn)
+					_mm512_mask_storeu_ps(dst + (k0 + k) * dstride, wm, col[l]);
+			}
+		}
+	}
+}
+
+sdi_tpack_fn sdi_get_tpack(void)
+{
+	return sdi_isa() == SD_ISA_AVX512 ? tpack_avx512 : tpack_portable;
+}
+
 sdi_ukr_fn sdi_get_ukr(void) { return sdi_isa() == SD_ISA_AVX512 ? ukr_avx512 : ukr_portable; }
 sdi_cvt_fn sdi_get_cvt(void) { return sdi_isa() == SD_ISA_AVX512 ? cvt_avx512 : cvt_portable; }
 
@@ -133,6 +217,7 @@ sdi_cvt_fn sdi_get_cvt(void) { return sdi_isa() == SD_ISA_AVX512 ? cvt_avx512 : 
 typedef struct {
 	sdi_ukr_fn ukr;
 	sdi_cvt_fn cvt;
+	sdi_tpack_fn tpack;
 	float *apack, *bpack, *row, *tmp;
 } sdi_ctx;
 
@@ -173,19 +258,12 @@ static void pack_a(const sdi_gemm *g, sdi_ctx *x, int64_t i0, int64_t mc, int64_
 				       mc - ip < SDI_MR ? mc - ip : SDI_MR, p0, kc);
 		return;
 	}
+	size_t es = g->adt == SD_F32 ? 4 : 2;
 	for (int64_t ip = 0; ip < mc; ip += SDI_MR) {
 		float *d = x->apack + (ip / SDI_MR) * kc * SDI_MR;
 		int64_t mr = mc - ip < SDI_MR ? mc - ip : SDI_MR;
-		for (int64_t i = 0; i < SDI_MR; i++) {
-			if (i >= mr) {
-				for (int64_t p = 0; p < kc; p++)
-					d[p * SDI_MR + i] = 0;
-				continue;
-			}
-			x->cvt(g->a, g->adt, (i0 + ip + i) * g->lda + p0, kc, x->row);
-			for (int64_t p = 0; p < kc; p++)
-				d[p * SDI_MR + i] = x->row[p];
-		}
+		const char *src = (const char *)g->a + ((i0 + ip) * g->lda + p0) * es;
+		x->tpack(src, g->adt, g->lda, mr, SDI_MR, kc, d, SDI_MR);
 	}
 }
 
@@ -263,18 +341,15 @@ static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t j0, int64_t nc, int64_
 			}
 			break;
 		}
-		case SDI_B_TRANS:
-			for (int64_t j = 0; j < SDI_NR; j++) {
-				if (j >= nr) {
-					for (int64_t p = 0; p < kc; p++)
-						d[p * SDI_NR + j] = 0;
-					continue;
-				}
-				x->cvt(g->b, g->bdt, (jj + j) * g->ldb + p0, kc, x->row);
-				for (int64_t p = 0; p < kc; p++)
-					d[p * SDI_NR + j] = x->row[p];
+		case SDI_B_TRANS: {
+			size_t es = g->bdt == SD_F32 ? 4 : 2;
+			for (int64_t h = 0; h < SDI_NR; h += 16) {
+				int64_t rows = nr - h < 0 ? 0 : nr - h > 16 ? 16 : nr - h;
+				const char *src = (const char *)g->b + ((jj + h) * g->ldb + p0) * es;
+				x->tpack(src, g->bdt, g->ldb, rows, 16, kc, d + h, SDI_NR);
 			}
 			break;
+		}
 		default:
 			pack_b_im2col(g->geo, d, jj, nr, p0, kc);
 		}
@@ -397,7 +472,7 @@ int sdi_gemm_run(const sdi_gemm *g)
 		/* Thread-local scratch, kept between calls: no page faults per call. */
 		int64_t asz = (kc * mc + 15) & ~(int64_t)15, bsz = (kc * nc + 15) & ~(int64_t)15;
 		float *s = sdi_scratch(0, sizeof(float) * (size_t)(asz + bsz + SDI_MR * SDI_NR + kc));
-		sdi_ctx x = {ukr, cvt, s, NULL, NULL, NULL};
+		sdi_ctx x = {ukr, cvt, sdi_get_tpack(), s, NULL, NULL, NULL};
 		if (!s) {
 #pragma omp atomic write
 			failed = 1;

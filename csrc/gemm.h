@@ -51,6 +51,13 @@ typedef void (*sdi_ukr_fn)(int64_t k, const float *a, const float *b, float *c, 
 /* Row converter: dst[i] = f32(src[off + i]) for i < n. */
 typedef void (*sdi_cvt_fn)(const void *src, int dt, int64_t off, int64_t n, float *dst);
 
+/*
+ * Transposing pack: dst[k*dstride + r] = f32(src[r*ld + k]) for k < kc and
+ * r < width (width <= 16), with rows r >= nrows written as zeros.
+ */
+typedef void (*sdi_tpack_fn)(const void *src, int dt, int64_t ld, int64_t nrows, int width,
+			     int64_t kc, float *dst, int64_t dstride);
+
 sdi_ukr_fn sdi_get_ukr(void);
 sdi_cvt_fn sdi_get_cvt(void);
 
