@@ -107,6 +107,19 @@ func TestInferConfig(t *testing.T) {
 	if !reflect.DeepEqual(got, cfg) {
 		t.Errorf("inferred %+v\nwant     %+v", got, cfg)
 	}
+	// SD 2.x shapes (1024-wide context, linear projections): 64-wide heads.
+	cfg = &Config{
+		InChannels: 4, OutChannels: 4, ModelChannels: 64, ChannelMult: []int{1, 2}, NumResBlocks: 1,
+		Attention: []bool{true, true}, Depth: []int{1, 1}, MidDepth: 1, ContextDim: 1024,
+		Heads: []int{1, 2}, MidHeads: 2, LinearProj: true, Groups: 32,
+	}
+	got, err = InferConfig(tinySource(cfg, 1, false, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, cfg) {
+		t.Errorf("inferred %+v\nwant     %+v", got, cfg)
+	}
 }
 
 // sd15JSON holds the fields of the diffusers SD 1.5 unet/config.json.

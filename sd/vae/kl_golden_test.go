@@ -78,3 +78,25 @@ func klGoldenBackend() tensor.Backend {
 	}
 	return tensor.NewCPU()
 }
+
+// BenchmarkKLDecodeSD15 times decoding one 64x64 latent to a 512x512 image
+// with the full-size autoencoder on the native CPU backend.
+func BenchmarkKLDecodeSD15(b *testing.B) {
+	src, err := ckpt.OpenSafetensors(testckpt.SD15(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	m, err := LoadKL(src, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	z := klRand(1, 1, 4, 64, 64)
+	be := tensor.NewCPU()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := m.Decode(be, z); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
