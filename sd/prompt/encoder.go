@@ -17,6 +17,18 @@ const chunkLength = clip.ContextLength - 2
 // text after that comma moves to the next chunk.
 const DefaultCommaBacktrack = 20
 
+// A1111's emphasis modes.
+const (
+	// EmphasisOriginal multiplies token vectors by their weights and
+	// restores the chunk's mean (A1111's default).
+	EmphasisOriginal = "original"
+	// EmphasisNoNorm multiplies token vectors by their weights only.
+	EmphasisNoNorm = "nonorm"
+	// EmphasisNone reads the prompt literally: brackets are text, there are
+	// no weights and no BREAK.
+	EmphasisNone = "none"
+)
+
 // Chunk is one 77-token piece of an encoded prompt.
 type Chunk struct {
 	Tokens  []int     // [77]: start token, 75 prompt or end tokens, end token
@@ -40,6 +52,9 @@ type Encoder struct {
 	Embeddings *Embeddings
 	// CommaBacktrack is A1111's comma_padding_backtrack (0 disables it).
 	CommaBacktrack int
+	// Emphasis is A1111's "emphasis" setting: EmphasisOriginal (the
+	// default, also for ""), EmphasisNoNorm or EmphasisNone.
+	Emphasis string
 
 	comma  int
 	lookup map[int][]embIDs // first token id -> candidates, longest first
@@ -114,9 +129,17 @@ func (e *Encoder) findEmbedding(toks []int, pos int) (*Embedding, int) {
 // One deliberate difference: when comma backtracking moves an embedding to
 // the next chunk, its vectors move with it (A1111 leaves them behind).
 func (e *Encoder) Chunks(text string) ([]Chunk, error) {
-	pieces, err := ParseAttention(text)
-	if err != nil {
-		return nil, err
+	var pieces []Piece
+	switch e.Emphasis {
+	case EmphasisNone:
+		pieces = []Piece{{text, 1}}
+	case "", EmphasisOriginal, EmphasisNoNorm:
+		var err error
+		if pieces, err = ParseAttention(text); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("prompt: unknown emphasis mode %q (want %s, %s or %s)", e.Emphasis, EmphasisOriginal, EmphasisNoNorm, EmphasisNone)
 	}
 	var chunks []Chunk
 	var toks []int
@@ -237,7 +260,14 @@ func (e *Encoder) EncodeChunks(be tensor.Backend, chunks []Chunk, clipSkip int) 
 		return nil, err
 	}
 	for b, c := range chunks {
-		Emphasize(z.F32[b*L*w:(b+1)*L*w], c.Weights, w)
+		zc := z.F32[b*L*w : (b+1)*L*w]
+		if e.Emphasis == EmphasisNoNorm {
+			for i := range zc {
+				zc[i] = float32(float64(zc[i]) * c.Weights[i/w])
+			}
+			continue
+		}
+		Emphasize(zc, c.Weights, w)
 	}
 	return z, nil
 }

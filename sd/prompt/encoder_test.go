@@ -419,3 +419,45 @@ func TestLongPromptCFG(t *testing.T) {
 		t.Error("SameLength accepted a length that is not a multiple of 77")
 	}
 }
+
+// TestEmphasisModes checks A1111's other emphasis settings: "nonorm"
+// multiplies without rescaling, "none" reads brackets and BREAK as text.
+func TestEmphasisModes(t *testing.T) {
+	e := newEncoder(t)
+	be := tensor.NewRef()
+	C := e.Text.Config.Hidden
+	plain, _, err := e.Encode(be, "cat dog", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Emphasis = EmphasisNoNorm
+	got, _, err := e.Encode(be, "(cat) (dog:0.5)", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range plain.F32 {
+		wt := 1.0
+		switch i / C {
+		case 1:
+			wt = 1.1
+		case 2:
+			wt = 0.5
+		}
+		if want := float32(float64(v) * wt); got.F32[i] != want {
+			t.Fatalf("nonorm element %d = %v, want %v", i, got.F32[i], want)
+		}
+	}
+	e.Emphasis = EmphasisNone
+	chunks, err := e.Chunks("(cat) BREAK [dog:2]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := e.Tok.Encode("(cat) BREAK [dog:2]")
+	if len(chunks) != 1 || !intsEqual(chunks[0].Tokens[1:1+len(want)], want) || chunks[0].Weights[2] != 1 {
+		t.Errorf("none: %d chunks, tokens %v, want %v", len(chunks), chunks[0].Tokens[:len(want)+2], want)
+	}
+	e.Emphasis = "bogus"
+	if _, err := e.Chunks("x"); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("bad mode: %v", err)
+	}
+}
