@@ -78,37 +78,11 @@ SDI_AVX512 static void softmax_avx512(float *s, float *m, float *l, float *o, in
 typedef void (*softmax_fn)(float *, float *, float *, float *, int64_t, int64_t, int, int64_t,
 			   int64_t);
 
-/* qpack: dst[jb][t][c] = q[(jb*NR + c)*ld + t] * scale for c < tq, else 0 (T columns). */
-SDI_DUAL(qpack, (float *dst, const float *q, int64_t ld, int64_t d, int64_t tq, float scale), {
-	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
-		float *o = dst + (int64_t)jb * d * SDI_NR;
-		int64_t nc = tq - jb * SDI_NR;
-		nc = nc < 0 ? 0 : nc > SDI_NR ? SDI_NR : nc;
-		for (int64_t t0 = 0; t0 < d; t0 += 16) {
-			int64_t t1 = t0 + 16 < d ? t0 + 16 : d;
-			for (int64_t c = 0; c < nc; c++) {
-				const float *qr = q + (jb * SDI_NR + c) * ld;
-				for (int64_t t = t0; t < t1; t++)
-					o[t * SDI_NR + c] = qr[t] * scale;
-			}
-			for (int64_t t = t0; t < t1; t++)
-				for (int64_t c = nc; c < SDI_NR; c++)
-					o[t * SDI_NR + c] = 0;
-		}
-	}
-})
-
-/* unpack: y[c*ld + t] = o[t*T + c] / l[c] for c < tq, t < d. */
-SDI_DUAL(unpack, (float *y, int64_t ld, const float *o, const float *l, int64_t d, int64_t tq), {
-	float inv[SDI_AT_T];
-	for (int c = 0; c < SDI_AT_T; c++)
-		inv[c] = l[c] > 0 ? 1.0f / l[c] : 0.0f;
-	for (int64_t c0 = 0; c0 < tq; c0 += 8) {
-		int64_t c1 = c0 + 8 < tq ? c0 + 8 : tq;
-		for (int64_t t = 0; t < d; t++)
-			for (int64_t c = c0; c < c1; c++)
-				y[c * ld + t] = o[t * SDI_AT_T + c] * inv[c];
-	}
+/* scale_cols: x[r*ld + c] *= f[c] for r < rows, c < n. */
+SDI_DUAL(scale_cols, (float *x, int64_t ld, int64_t rows, const float *f, int64_t n), {
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t c = 0; c < n; c++)
+			x[r * ld + c] *= f[c];
 })
 
 typedef struct {
@@ -118,8 +92,8 @@ typedef struct {
 	int causal;
 	sdi_ukr_fn ukr;
 	softmax_fn softmax;
-	void (*qpack)(float *, const float *, int64_t, int64_t, int64_t, float);
-	void (*unpack)(float *, int64_t, const float *, const float *, int64_t, int64_t);
+	sdi_tpack_fn tpack;
+	void (*scale_cols)(float *, int64_t, int64_t, const float *, int64_t);
 } at_job;
 
 /* pack_kv packs keys [0, kend) of head h: K as A panels [D][MR], V as A panels [kend][MR]. */
@@ -160,7 +134,16 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	int64_t tq = J->lq - q0 < SDI_AT_T ? J->lq - q0 : SDI_AT_T;
 	float scale = 1.0f / sqrtf((float)d);
 	/* Qᵀ as B panels [D][NR], scaled by 1/sqrt(D); columns past the tile are zero. */
-	J->qpack(B->qp, J->q + (n * J->lq + q0) * hd + h * d, hd, d, tq, scale);
+	const float *qt = J->q + (n * J->lq + q0) * hd + h * d;
+	for (int64_t c0 = 0; c0 < SDI_AT_T; c0 += 16) {
+		int64_t rows = tq - c0 < 0 ? 0 : tq - c0 > 16 ? 16 : tq - c0;
+		J->tpack(qt + c0 * hd, SD_F32, hd, rows, 16, d,
+			 B->qp + (c0 / SDI_NR) * d * SDI_NR + c0 % SDI_NR, SDI_NR);
+	}
+	float sc[SDI_NR];
+	for (int c = 0; c < SDI_NR; c++)
+		sc[c] = scale;
+	J->scale_cols(B->qp, SDI_NR, d * (SDI_AT_T / SDI_NR), sc, SDI_NR);
 	for (int c = 0; c < SDI_AT_T; c++)
 		B->m[c] = -INFINITY, B->l[c] = 0;
 	memset(B->o, 0, sizeof(float) * (size_t)(dp * SDI_AT_T));
@@ -185,7 +168,16 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 				       B->s + (int64_t)jb * SDI_AT_KB * SDI_NR,
 				       B->o + ip * SDI_MR * SDI_AT_T + jb * SDI_NR, SDI_AT_T, 1);
 	}
-	J->unpack(J->y + (n * J->lq + q0) * hd + h * d, hd, B->o, B->l, d, tq);
+	/* y = (Oᵀ)ᵀ / l. */
+	float inv[SDI_AT_T];
+	for (int c = 0; c < SDI_AT_T; c++)
+		inv[c] = B->l[c] > 0 ? 1.0f / B->l[c] : 0.0f;
+	J->scale_cols(B->o, SDI_AT_T, d, inv, SDI_AT_T);
+	float *yt = J->y + (n * J->lq + q0) * hd + h * d;
+	for (int64_t t0 = 0; t0 < d; t0 += 16) {
+		int w = d - t0 < 16 ? (int)(d - t0) : 16;
+		J->tpack(B->o + t0 * SDI_AT_T, SD_F32, SDI_AT_T, w, w, tq, yt + t0, hd);
+	}
 }
 
 int sd_attention(float *y, const float *q, const float *k, const float *v, int64_t batch,
@@ -206,8 +198,8 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "attention: null pointer");
 	int64_t dp = (d + SDI_MR - 1) / SDI_MR * SDI_MR;
 	at_job J = {q, k, v, y, batch, lq, lk, heads, d, dp, causal, sdi_get_ukr(),
-		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable, SDI_PICK(qpack),
-		    SDI_PICK(unpack)};
+		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable, sdi_get_tpack(),
+		    SDI_PICK(scale_cols)};
 	/*
 	 * A job is a range of query tiles of a group of heads; it packs the
 	 * group's keys and values once, then walks its tiles, each for every head

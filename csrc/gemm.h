@@ -59,6 +59,7 @@ typedef void (*sdi_tpack_fn)(const void *src, int dt, int64_t ld, int64_t nrows,
 			     int64_t kc, float *dst, int64_t dstride);
 
 sdi_ukr_fn sdi_get_ukr(void);
+sdi_tpack_fn sdi_get_tpack(void);
 sdi_cvt_fn sdi_get_cvt(void);
 
 /* sdi_gemm_run computes g; returns SD_OK or SD_ERR_NOMEM. */
