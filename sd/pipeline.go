@@ -23,6 +23,8 @@ import (
 	"github.com/gosd/gosd/sd/ckpt"
 	"github.com/gosd/gosd/sd/clip"
 	"github.com/gosd/gosd/sd/imageio"
+	"github.com/gosd/gosd/sd/lora"
+	"github.com/gosd/gosd/sd/prompt"
 	"github.com/gosd/gosd/sd/rng"
 	"github.com/gosd/gosd/sd/sample"
 	"github.com/gosd/gosd/sd/tensor"
@@ -45,22 +47,35 @@ type Options struct {
 	Tokenizer string
 	// Logger receives load warnings (e.g. unused tensors); nil discards them.
 	Logger *slog.Logger
+	// EmbeddingsDir holds textual-inversion embeddings (.pt, .bin,
+	// .safetensors) that prompts use by file name; "" for none.
+	EmbeddingsDir string
+	// LoraDir holds the LoRA files "<lora:name:weight>" tags refer to.
+	LoraDir string
 }
 
 // Pipeline is a loaded SD 1.x text-to-image model.
 type Pipeline struct {
-	ck      *ckpt.Checkpoint
-	be      tensor.Backend
-	tok     *clip.Tokenizer
-	text    *clip.TextModel
-	unet    *unet.UNet
-	vae     *vae.KL
-	sched   *sample.Schedule
-	model   string
-	log     *slog.Logger
-	mu      sync.Mutex
-	closed  bool
-	release func()
+	ck    *ckpt.Checkpoint
+	be    tensor.Backend
+	tok   *clip.Tokenizer
+	text  *clip.TextModel
+	unet  *unet.UNet
+	vae   *vae.KL
+	sched *sample.Schedule
+	enc   *prompt.Encoder
+	loras *lora.Library
+	// Base networks (no LoRA) and the LoRA set the current ones carry.
+	baseText *clip.TextModel
+	baseUNet *unet.UNet
+	textCfg  *clip.Config
+	unetCfg  *unet.Config
+	loraKey  string
+	model    string
+	log      *slog.Logger
+	mu       sync.Mutex
+	closed   bool
+	release  func()
 }
 
 // Prefixes of the original single-file layout.
@@ -127,6 +142,19 @@ func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err erro
 	if p.sched, err = loadSchedule(rec); err != nil {
 		return nil, err
 	}
+	var embs *prompt.Embeddings
+	if opts.EmbeddingsDir != "" {
+		if embs, err = prompt.LoadEmbeddingsDir(opts.EmbeddingsDir, p.text.Config.Hidden); err != nil {
+			return nil, err
+		}
+	}
+	if p.enc, err = prompt.NewEncoder(tok, p.text, embs); err != nil {
+		return nil, err
+	}
+	p.loras = &lora.Library{Dir: opts.LoraDir}
+	p.baseText, p.baseUNet = p.text, p.unet
+	tc := p.text.Config
+	p.textCfg, p.unetCfg = &tc, p.unet.Config
 	p.warnUnused(rec.used)
 	return p, nil
 }
@@ -306,6 +334,9 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 		RNG: r.RNG, Model: p.model, Backend: p.be.Name()}}
 
 	t0 := time.Now()
+	if err := p.useLoras(r.Prompt); err != nil {
+		return nil, err
+	}
 	cond, err := p.embed(r)
 	if err != nil {
 		return nil, err
@@ -331,21 +362,71 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	return res, nil
 }
 
-// embed returns the text embeddings: [2, 77, C] (negative then prompt) when
-// CFG is on, else [1, 77, C].
+// embed returns the text embeddings read as AUTOMATIC1111 does (emphasis,
+// BREAK, textual inversion, 75-token chunks): [2, 77k, C] (negative then
+// prompt, padded to the same number of chunks) when CFG is on, else
+// [1, 77k, C].
 func (p *Pipeline) embed(r Request) (*tensor.Tensor, error) {
-	ids := func(text string) []int {
-		out, truncated := p.tok.Pad77(p.tok.Encode(text))
-		if truncated {
-			p.log.Warn("prompt longer than 75 tokens was truncated", "prompt", text)
+	if r.CFG == 1 {
+		z, _, err := p.enc.Encode(p.be, r.Prompt, r.ClipSkip)
+		return z, err
+	}
+	z, _, err := p.enc.EncodeCFG(p.be, r.Prompt, r.Negative, r.ClipSkip)
+	return z, err
+}
+
+// useLoras makes the text model and UNet carry the prompt's LoRAs, merging
+// them when the set (names and strengths, in order) differs from the last
+// generation's; a prompt without LoRAs returns to the base networks.
+func (p *Pipeline) useLoras(text string) error {
+	_, tags := prompt.ExtractTags(text)
+	refs, err := prompt.LoraRefs(tags)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	key := "" // no LoRA: the base networks
+	if len(refs) > 0 {
+		key = fmt.Sprint(refs)
+	}
+	if key == p.loraKey {
+		return nil
+	}
+	// A GPU backend caches device copies of weights by host address:
+	// drop those of the previous LoRA set.
+	if r, ok := p.be.(interface{ ReleaseWeights() error }); ok {
+		if err := r.ReleaseWeights(); err != nil {
+			return err
 		}
-		return out
 	}
-	seqs := [][]int{ids(r.Prompt)}
-	if r.CFG != 1 {
-		seqs = [][]int{ids(r.Negative), seqs[0]}
+	if len(refs) == 0 {
+		p.text, p.unet, p.enc.Text, p.loraKey = p.baseText, p.baseUNet, p.baseText, key
+		return nil
 	}
-	return p.text.Encode(p.be, seqs, r.ClipSkip)
+	var ls []lora.Loaded
+	for _, r := range refs {
+		f, err := p.loras.Get(r.Name)
+		if err != nil {
+			return err
+		}
+		ls = append(ls, lora.Loaded{File: f, TE: r.TE, UNet: r.UNet})
+	}
+	src, rep, err := lora.ApplyOptions(p.ck, ls, lora.Options{Backend: tensor.NewCPU(), KeepDType: true})
+	if err != nil {
+		return err
+	}
+	for _, u := range rep.Unmatched {
+		p.log.Warn("LoRA tensor not applied", "lora", u.File, "key", u.Key, "reason", u.Reason)
+	}
+	tm, err := clip.Load(src, prefixCLIP, p.textCfg)
+	if err != nil {
+		return err
+	}
+	un, err := unet.Load(src, p.unetCfg)
+	if err != nil {
+		return err
+	}
+	p.text, p.unet, p.enc.Text, p.loraKey = tm, un, tm, key
+	return nil
 }
 
 // sample runs the sampler from seeded noise; it returns the final latent

@@ -34,6 +34,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	output := fs.String("output", "out.png", "output PNG path")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	tokenizer := fs.String("tokenizer", "", "folder with the CLIP tokenizer's vocab.json and merges.txt")
+	embDir := fs.String("embeddings-dir", "", "folder of textual-inversion embeddings used by name in prompts")
+	loraDir := fs.String("lora-dir", "", "folder of LoRA files used by <lora:name:weight> prompt tags")
 	ema := fs.Bool("ema", false, "use the EMA copy of the UNet weights when the file has one")
 	backend := fs.String("backend", "cpu", "compute backend: cpu or ref (slow pure-Go reference)")
 	verbose := fs.Bool("v", false, "verbose logs")
@@ -69,7 +71,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	log := newLogger(stderr, *verbose)
-	opts := sd.Options{Backend: *backend, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log}
+	opts := sd.Options{Backend: *backend, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log,
+		EmbeddingsDir: *embDir, LoraDir: *loraDir}
 	start := time.Now()
 	p, err := sd.Load(ctx, *model, opts)
 	if err != nil {
