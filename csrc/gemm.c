@@ -214,10 +214,18 @@ sdi_cvt_fn sdi_get_cvt(void) { return sdi_isa() == SD_ISA_AVX512 ? cvt_avx512 : 
 
 /* ---- packing ---- */
 
+/*
+ * Run copiers: o[j] = row[ix0 + j*stride] for j < len, 0 where the index is
+ * outside [0, w) (zero padding).
+ */
+typedef void (*sdi_run_fn)(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
+			   int64_t stride);
+
 typedef struct {
 	sdi_ukr_fn ukr;
 	sdi_cvt_fn cvt;
 	sdi_tpack_fn tpack;
+	sdi_run_fn run;
 	float *apack, *bpack, *row, *tmp;
 } sdi_ctx;
 
@@ -267,9 +275,70 @@ static void pack_a(const sdi_gemm *g, sdi_ctx *x, int64_t i0, int64_t mc, int64_
 	}
 }
 
+static void run_portable(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
+			 int64_t stride)
+{
+	if (stride == 1) {
+		int64_t lo = ix0 < 0 ? -ix0 : 0, hi = w - ix0;
+		lo = lo > len ? len : lo;
+		hi = hi > len ? len : hi;
+		hi = hi < lo ? lo : hi;
+		for (int64_t j = 0; j < lo; j++)
+			o[j] = 0;
+		if (hi > lo)
+			memcpy(o + lo, row + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
+		for (int64_t j = hi; j < len; j++)
+			o[j] = 0;
+		return;
+	}
+	for (int64_t j = 0; j < len; j++) {
+		int64_t ix = ix0 + j * stride;
+		o[j] = (ix >= 0 && ix < w) ? row[ix] : 0.0f;
+	}
+}
+
+/* mask16 returns the lanes l < 16 with lo <= l < hi. */
+static inline __mmask16 mask16(int64_t lo, int64_t hi)
+{
+	lo = lo < 0 ? 0 : lo;
+	hi = hi > 16 ? 16 : hi;
+	if (hi <= lo)
+		return 0;
+	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* Masked loads never touch memory of masked-off lanes, so edges need no copies. */
+SDI_AVX512 static void run_avx512(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
+				  int64_t stride)
+{
+	if (stride == 1) {
+		for (int64_t j0 = 0; j0 < len; j0 += 16) {
+			int64_t b = ix0 + j0;
+			__mmask16 lm = mask16(-b, w - b) & mask16(0, len - j0);
+			__m512 v = _mm512_maskz_loadu_ps(lm, row + b);
+			_mm512_mask_storeu_ps(o + j0, mask16(0, len - j0), v);
+		}
+		return;
+	}
+	if (stride == 2) {
+		const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
+						      4, 2, 0);
+		for (int64_t j0 = 0; j0 < len; j0 += 16) {
+			int64_t b = ix0 + 2 * j0, n = 2 * (len - j0) - 1; /* inputs used: [b, b+n) */
+			__m512 lo = _mm512_maskz_loadu_ps(mask16(-b, w - b) & mask16(0, n), row + b);
+			__m512 hi = _mm512_maskz_loadu_ps(mask16(-b - 16, w - b - 16) & mask16(0, n - 16),
+							  row + b + 16);
+			_mm512_mask_storeu_ps(o + j0, mask16(0, len - j0),
+					      _mm512_permutex2var_ps(lo, even, hi));
+		}
+		return;
+	}
+	run_portable(o, row, ix0, len, w, stride);
+}
+
 /* pack_b_im2col packs one NR panel of im2col(x): columns [j0, j0+nr), depth [p0, p0+kc). */
-static void pack_b_im2col(const sdi_conv_geo *q, float *d, int64_t j0, int64_t nr, int64_t p0,
-			  int64_t kc)
+static void pack_b_im2col(const sdi_conv_geo *q, sdi_run_fn run, float *d, int64_t j0, int64_t nr,
+			  int64_t p0, int64_t kc)
 {
 	/* Split the panel's columns into runs that lie in one output row. */
 	int64_t seg_j[SDI_NR], seg_len[SDI_NR], seg_oy[SDI_NR], seg_ox[SDI_NR];
@@ -295,24 +364,7 @@ static void pack_b_im2col(const sdi_conv_geo *q, float *d, int64_t j0, int64_t n
 				continue;
 			}
 			const float *row = plane + iy * q->w;
-			int64_t ix0 = seg_ox[s] * q->stride - q->pl + kx;
-			if (q->stride == 1) {
-				int64_t lo = ix0 < 0 ? -ix0 : 0, hi = q->w - ix0;
-				lo = lo > len ? len : lo;
-				hi = hi > len ? len : hi;
-				hi = hi < lo ? lo : hi;
-				for (int64_t j = 0; j < lo; j++)
-					o[j] = 0;
-				if (hi > lo)
-					memcpy(o + lo, row + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
-				for (int64_t j = hi; j < len; j++)
-					o[j] = 0;
-			} else {
-				for (int64_t j = 0; j < len; j++) {
-					int64_t ix = ix0 + j * q->stride;
-					o[j] = (ix >= 0 && ix < q->w) ? row[ix] : 0.0f;
-				}
-			}
+			run(o, row, seg_ox[s] * q->stride - q->pl + kx, len, q->w, q->stride);
 		}
 		for (int64_t j = nr; j < SDI_NR; j++)
 			dr[j] = 0;
@@ -351,7 +403,7 @@ static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t j0, int64_t nc, int64_
 			break;
 		}
 		default:
-			pack_b_im2col(g->geo, d, jj, nr, p0, kc);
+			pack_b_im2col(g->geo, x->run, d, jj, nr, p0, kc);
 		}
 	}
 }
@@ -472,7 +524,8 @@ int sdi_gemm_run(const sdi_gemm *g)
 		/* Thread-local scratch, kept between calls: no page faults per call. */
 		int64_t asz = (kc * mc + 15) & ~(int64_t)15, bsz = (kc * nc + 15) & ~(int64_t)15;
 		float *s = sdi_scratch(0, sizeof(float) * (size_t)(asz + bsz + SDI_MR * SDI_NR + kc));
-		sdi_ctx x = {ukr, cvt, sdi_get_tpack(), s, NULL, NULL, NULL};
+		sdi_ctx x = {ukr, cvt, sdi_get_tpack(), sdi_isa() == SD_ISA_AVX512 ? run_avx512 : run_portable,
+			     s, NULL, NULL, NULL};
 		if (!s) {
 #pragma omp atomic write
 			failed = 1;

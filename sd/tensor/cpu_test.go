@@ -236,6 +236,8 @@ func TestCPUConv2D(t *testing.T) {
 		{1, 3, 8, 5, 4, 2, 3, Conv2DParams{Stride: 1, PadTop: 2, PadLeft: 0, PadBottom: 1, PadRight: 3}, true, 1e-5, dtypes},
 		{1, 2, 4, 4, 3, 5, 5, Pad(1, 3), true, 1e-5, dtypes}, // padding larger than the image
 		{1, 17, 40, 45, 14, 3, 3, Pad(1, 1), true, 2e-5, dtypes},
+		{1, 3, 7, 70, 5, 3, 3, Pad(2, 1), true, 1e-5, dtypes}, // stride-2 runs longer than 16
+		{1, 2, 6, 71, 3, 4, 4, Conv2DParams{Stride: 2, PadBottom: 1, PadRight: 1}, false, 1e-5, dtypes},
 		// Few positions, many channels: computed as yᵀ = im2col(x)ᵀ·wᵀ.
 		{1, 40, 4, 3, 70, 3, 3, Pad(1, 1), true, 2e-5, dtypes},
 		{2, 9, 9, 7, 64, 3, 3, Pad(2, 1), false, 1e-5, dtypes},
