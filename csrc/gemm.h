@@ -7,8 +7,15 @@
 /*
  * Register block of the micro-kernels: a micro-tile of C is SDI_MR rows by
  * SDI_NR columns. Packed A holds SDI_MR rows interleaved per k ([kc][MR]),
- * packed B holds SDI_NR columns per k ([kc][NR]), both zero padded; a future
- * bf16 kernel packs pairs of k instead and keeps the same driver.
+ * packed B holds SDI_NR columns per k ([kc][NR]), both zero padded.
+ *
+ * Adding a kernel family (AVX512-BF16 vdpbf16ps, AMX-BF16 tiles): the
+ * driver (gemm.c) only sees the micro-kernel and the packing routines through
+ * sdi_ctx, so a family supplies its own ukr and packers that write bf16 pairs
+ * of k ([kc/2][NR][2] for vdpbf16ps, 16x32 tiles for AMX) into the same
+ * per-thread buffers, plus its MR/NR and block sizes.
+ * TODO: make MR/NR per-family fields instead of compile-time constants when
+ * the first bf16 family lands.
  */
 #define SDI_MR 12
 #define SDI_NR 32
