@@ -211,6 +211,10 @@ type TextModel struct {
 	Embeddings     Embeddings
 	Layers         []Layer
 	FinalLayerNorm *nn.LayerNorm
+	// SkipFinalNorm makes Encode and EncodeEmbeddings return the chosen
+	// layer's output without final_layer_norm (SDXL's conditioning reads
+	// the penultimate hidden state as is). False for SD 1.x/2.x.
+	SkipFinalNorm bool
 }
 
 // Load builds a TextModel from the weights under prefix (Prefix for SD 1.x
@@ -361,6 +365,9 @@ func (m *TextModel) EncodeEmbeddings(be tensor.Backend, x *tensor.Tensor, clipSk
 func (m *TextModel) run(be tensor.Backend, x *tensor.Tensor, clipSkip int) *tensor.Tensor {
 	for i := 0; i < m.Config.Layers-(clipSkip-1); i++ {
 		x = m.Layers[i].forward(be, x, m.Config)
+	}
+	if m.SkipFinalNorm {
+		return x
 	}
 	return m.FinalLayerNorm.Forward(be, x)
 }

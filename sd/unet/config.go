@@ -40,6 +40,11 @@ type Config struct {
 	LinearProj bool
 	// Groups is the number of GroupNorm groups (32).
 	Groups int
+	// ADMChannels is the width of the extra conditioning vector y that
+	// label_emb (linear ADMChannels -> 4M, SiLU, linear 4M -> 4M) adds to
+	// the time embedding; 0 for none. SDXL: 2816 = the pooled text
+	// embedding (1280) + 6 size/crop numbers x 256 Fourier features.
+	ADMChannels int
 }
 
 // SD15Config returns the configuration of Stable Diffusion 1.x.
@@ -73,6 +78,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("unet config: %d groups", c.Groups)
 	case c.ContextDim < 1:
 		return fmt.Errorf("unet config: context dim %d", c.ContextDim)
+	case c.ADMChannels < 0:
+		return fmt.Errorf("unet config: ADM channels %d", c.ADMChannels)
 	case c.MidDepth < 1 || c.MidHeads < 1:
 		return fmt.Errorf("unet config: middle block depth %d, heads %d", c.MidDepth, c.MidHeads)
 	}
@@ -115,6 +122,8 @@ type diffusersConfig struct {
 	FlipSinToCos       *bool           `json:"flip_sin_to_cos"`
 	FreqShift          *int            `json:"freq_shift"`
 	TimeEmbeddingType  *string         `json:"time_embedding_type"`
+	AdditionTimeDim    int             `json:"addition_time_embed_dim"`
+	ProjClassInputDim  int             `json:"projection_class_embeddings_input_dim"`
 	MidBlockType       *string         `json:"mid_block_type"`
 	OnlyCrossAttention json.RawMessage `json:"only_cross_attention"`
 }
@@ -147,8 +156,10 @@ func perLevel(raw json.RawMessage, n int, what string) ([]int, error) {
 //
 // Diffusers' SD 1.x/2.x configs store the number of attention heads in
 // "attention_head_dim" (8 for SD 1.x means 8 heads of width 40 at level 0);
-// "num_attention_heads", when set, takes precedence. SDXL-style additions
-// (addition_embed_type, class embeddings) are rejected.
+// "num_attention_heads", when set, takes precedence. SDXL's
+// addition_embed_type "text_time" sets ADMChannels from
+// projection_class_embeddings_input_dim; other additions (class
+// embeddings, image embeddings) are rejected.
 func ParseConfig(data []byte) (*Config, error) {
 	var d diffusersConfig
 	if err := json.Unmarshal(data, &d); err != nil {
@@ -157,9 +168,16 @@ func ParseConfig(data []byte) (*Config, error) {
 	if d.ClassName != "" && d.ClassName != "UNet2DConditionModel" {
 		return nil, fmt.Errorf("unet config: class %q is not UNet2DConditionModel", d.ClassName)
 	}
-	if (d.AdditionEmbedType != nil && *d.AdditionEmbedType != "") || (d.ClassEmbedType != nil && *d.ClassEmbedType != "") ||
-		(d.NumClassEmbeds != nil && *d.NumClassEmbeds > 0) {
-		return nil, errors.New("unet config: class/addition embeddings (SDXL, upscalers) are not supported")
+	adm := 0
+	if d.AdditionEmbedType != nil && *d.AdditionEmbedType != "" {
+		if *d.AdditionEmbedType != "text_time" || d.ProjClassInputDim <= 0 {
+			return nil, fmt.Errorf("unet config: addition_embed_type %q (projection input %d) not supported; only SDXL's text_time",
+				*d.AdditionEmbedType, d.ProjClassInputDim)
+		}
+		adm = d.ProjClassInputDim
+	}
+	if (d.ClassEmbedType != nil && *d.ClassEmbedType != "") || (d.NumClassEmbeds != nil && *d.NumClassEmbeds > 0) {
+		return nil, errors.New("unet config: class embeddings (upscalers) are not supported")
 	}
 	if d.FlipSinToCos != nil && !*d.FlipSinToCos || d.FreqShift != nil && *d.FreqShift != 0 {
 		return nil, errors.New("unet config: only flip_sin_to_cos=true, freq_shift=0 time embeddings are supported")
@@ -177,7 +195,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	c := &Config{
 		InChannels: d.InChannels, OutChannels: d.OutChannels, ModelChannels: d.BlockOutChannels[0],
 		NumResBlocks: d.LayersPerBlock, ContextDim: d.CrossAttentionDim, LinearProj: d.UseLinearProj,
-		Groups: d.NormNumGroups,
+		Groups: d.NormNumGroups, ADMChannels: adm,
 	}
 	if c.Groups == 0 {
 		c.Groups = 32
@@ -242,8 +260,9 @@ func LoadConfigFile(path string) (*Config, error) {
 // under Prefix (or no prefix, when src holds a bare UNet).
 //
 // Head counts cannot be read from shapes: a context width of 1024 (the
-// OpenCLIP-H text encoder of SD 2.x) gives heads of 64 channels, any other
-// width 8 heads at every level (SD 1.x). Pass a Config to Load when a checkpoint differs.
+// OpenCLIP-H text encoder of SD 2.x) or an ADM input (label_emb, SDXL)
+// gives heads of 64 channels, any other width 8 heads at every level
+// (SD 1.x). Pass a Config to Load when a checkpoint differs.
 func InferConfig(src tensor.Source) (*Config, error) {
 	p := findPrefix(src)
 	get := func(name string) []int {
@@ -253,15 +272,18 @@ func InferConfig(src tensor.Source) (*Config, error) {
 		return nil
 	}
 	has := func(name string) bool { return get(name) != nil }
-	if has("label_emb.0.0.weight") {
-		return nil, errors.New("unet: checkpoint has a class/size embedding (SDXL?); only SD 1.x/2.x UNets are supported")
-	}
 	in0 := get("input_blocks.0.0.weight")
 	out2 := get("out.2.weight")
 	if len(in0) != 4 || len(out2) != 4 {
 		return nil, errors.New("unet: checkpoint has no input_blocks.0.0.weight / out.2.weight of rank 4")
 	}
 	c := &Config{InChannels: in0[1], ModelChannels: in0[0], OutChannels: out2[0], Groups: 32}
+	if w := get("label_emb.0.0.weight"); w != nil {
+		if len(w) != 2 || !has("label_emb.0.2.weight") {
+			return nil, errors.New("unet: label_emb.0.0.weight is not a linear layer followed by label_emb.0.2")
+		}
+		c.ADMChannels = w[1]
+	}
 	// Walk the input blocks: runs of residual blocks separated by downsamplers.
 	var resPerLevel []int
 	runs := 0
@@ -321,7 +343,7 @@ func InferConfig(src tensor.Source) (*Config, error) {
 	}
 	c.ContextDim = ctxDim
 	headsFor := func(width int) int {
-		if ctxDim == 1024 && width%64 == 0 {
+		if (ctxDim == 1024 || c.ADMChannels > 0) && width%64 == 0 {
 			return width / 64
 		}
 		return 8

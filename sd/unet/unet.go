@@ -8,6 +8,7 @@
 package unet
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -33,13 +34,16 @@ type UNet struct {
 	// TimeEmbed1 and TimeEmbed2 are time_embed.0 and time_embed.2:
 	// linear [ModelChannels -> 4M], SiLU, linear [4M -> 4M].
 	TimeEmbed1, TimeEmbed2 *nn.Linear
-	Input                  []*Block
-	Mid1                   *ResBlock
-	MidAttn                *SpatialTransformer
-	Mid2                   *ResBlock
-	Output                 []*Block
-	OutNorm                *nn.GroupNorm // out.0, followed by SiLU
-	OutConv                *nn.Conv2D    // out.2
+	// LabelEmbed1 and LabelEmbed2 are label_emb.0.0 and label_emb.0.2
+	// (linear [ADMChannels -> 4M], SiLU, linear [4M -> 4M]); nil without ADM.
+	LabelEmbed1, LabelEmbed2 *nn.Linear
+	Input                    []*Block
+	Mid1                     *ResBlock
+	MidAttn                  *SpatialTransformer
+	Mid2                     *ResBlock
+	Output                   []*Block
+	OutNorm                  *nn.GroupNorm // out.0, followed by SiLU
+	OutConv                  *nn.Conv2D    // out.2
 }
 
 // Load builds a UNet from src. Names are read under Prefix, or without a
@@ -63,6 +67,10 @@ func Load(src tensor.Source, cfg *Config) (*UNet, error) {
 		Config:     cfg,
 		TimeEmbed1: l.Linear("time_embed.0", m, emb, true),
 		TimeEmbed2: l.Linear("time_embed.2", emb, emb, true),
+	}
+	if cfg.ADMChannels > 0 {
+		u.LabelEmbed1 = l.Linear("label_emb.0.0", cfg.ADMChannels, emb, true)
+		u.LabelEmbed2 = l.Linear("label_emb.0.2", emb, emb, true)
 	}
 	g := cfg.Groups
 	u.Input = append(u.Input, &Block{Stem: l.Conv2D("input_blocks.0.0", cfg.InChannels, m, 3, 1, 1, true), Width: m})
@@ -149,7 +157,21 @@ func TimestepEmbedding(t []float32, dim int) *tensor.Tensor {
 // Any H, W >= 1 work: where a downsampler halves an odd size (rounding
 // up), the matching upsampler produces exactly the skip connection's size.
 func (u *UNet) Forward(be tensor.Backend, x *tensor.Tensor, t []float32, ctx *tensor.Tensor) (out *tensor.Tensor, err error) {
+	return u.ForwardADM(be, x, t, ctx, nil)
+}
+
+// ForwardADM is Forward with the extra conditioning vector of an ADM UNet
+// (SDXL): y [B, ADMChannels] f32, passed through label_emb and added to the
+// time embedding. y must be nil exactly when Config.ADMChannels is 0.
+func (u *UNet) ForwardADM(be tensor.Backend, x *tensor.Tensor, t []float32, ctx, y *tensor.Tensor) (out *tensor.Tensor, err error) {
 	cfg := u.Config
+	switch {
+	case cfg.ADMChannels == 0 && y != nil:
+		return nil, errors.New("unet: a conditioning vector y was given to a UNet without label_emb")
+	case cfg.ADMChannels > 0 && (y == nil || y.DType != tensor.F32 || len(y.Shape) != 2 || x == nil ||
+		len(x.Shape) < 1 || y.Shape[0] != x.Shape[0] || y.Shape[1] != cfg.ADMChannels):
+		return nil, fmt.Errorf("unet: want y [B, %d] f32 for the label embedding, got %v", cfg.ADMChannels, y)
+	}
 	switch {
 	case x == nil || len(x.Shape) != 4 || x.DType != tensor.F32 || x.Shape[1] != cfg.InChannels || x.Numel() == 0:
 		return nil, fmt.Errorf("unet: want x [B, %d, H, W] f32, got %v", cfg.InChannels, x)
@@ -175,6 +197,11 @@ func (u *UNet) Forward(be tensor.Backend, x *tensor.Tensor, t []float32, ctx *te
 	emb := u.TimeEmbed1.Forward(be, TimestepEmbedding(t, cfg.ModelChannels))
 	tensor.Must(be.Unary(emb, emb, tensor.SiLU))
 	emb = u.TimeEmbed2.Forward(be, emb)
+	if u.LabelEmbed1 != nil {
+		e := u.LabelEmbed1.Forward(be, y)
+		tensor.Must(be.Unary(e, e, tensor.SiLU))
+		emb = nn.AddInPlace(be, emb, u.LabelEmbed2.Forward(be, e))
+	}
 	// Every ResBlock's emb_layers starts with SiLU; apply it once here.
 	tensor.Must(be.Unary(emb, emb, tensor.SiLU))
 
