@@ -37,32 +37,37 @@ int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias
 	int transposed = P < 256 && P % SDI_NR != 0 && o >= 2 * SDI_NR;
 	float *yt = NULL;
 	if (transposed) {
-		yt = sdi_scratch(3, sizeof(float) * (size_t)(P * o));
+		yt = sdi_scratch(3, sizeof(float) * (size_t)(batch * P * o));
 		if (!yt) {
 			free(bv);
 			return sdi_fail(msg, msglen, SD_ERR_NOMEM, "conv2d: out of memory");
 		}
 	}
 	int st = SD_OK;
-	for (int64_t n = 0; n < batch && st == SD_OK; n++) {
-		sdi_conv_geo geo = {x + n * c * h * wd, c, h, wd, kh, kw, stride, pad_top, pad_left,
-				    ho, wo};
-		if (transposed) {
-			sdi_gemm g = {.m = P, .n = o, .k = c * kh * kw, .a_kind = SDI_A_IM2COLT,
-				      .geo = &geo, .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt,
-				      .ldb = c * kh * kw, .c = yt, .ldc = o, .bias_n = bv};
-			st = sdi_gemm_run(&g);
+	if (batch == 0) {
+		free(bv);
+		return SD_OK;
+	}
+	sdi_conv_geo geo = {x, c, h, wd, kh, kw, stride, pad_top, pad_left, ho, wo, c * h * wd};
+	if (transposed) {
+		/* Rows of yᵀ are (image, position) pairs: all images in one GEMM. */
+		sdi_gemm g = {.m = batch * P, .n = o, .k = c * kh * kw, .a_kind = SDI_A_IM2COLT,
+			      .geo = &geo, .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt,
+			      .ldb = c * kh * kw, .c = yt, .ldc = o, .bias_n = bv};
+		st = sdi_gemm_run(&g);
+		for (int64_t n = 0; n < batch && st == SD_OK; n++) {
 			float *yn = y + n * o * P;
+			const float *tn = yt + n * P * o;
 			for (int64_t oc = 0; oc < o; oc++)
 				for (int64_t p = 0; p < P; p++)
-					yn[oc * P + p] = yt[p * o + oc];
-			continue;
+					yn[oc * P + p] = tn[p * o + oc];
 		}
-		sdi_gemm g = {.m = o, .n = ho * wo, .k = c * kh * kw, .a = w, .adt = wdt,
-			      .lda = c * kh * kw, .c = y + n * o * ho * wo, .ldc = ho * wo,
-			      .bias_m = bv};
+	} else {
+		sdi_gemm g = {.m = o, .n = P, .k = c * kh * kw, .a = w, .adt = wdt,
+			      .lda = c * kh * kw, .c = y, .ldc = P, .bias_m = bv,
+			      .batch = batch, .b_bstride = c * h * wd, .c_bstride = o * P};
 		if (direct) {
-			g.b_kind = SDI_B_ROWS, g.b = geo.x, g.bdt = SD_F32, g.ldb = h * wd;
+			g.b_kind = SDI_B_ROWS, g.b = x, g.bdt = SD_F32, g.ldb = h * wd;
 		} else {
 			g.b_kind = SDI_B_IM2COL, g.geo = &geo;
 		}

@@ -240,13 +240,15 @@ static void pack_a_im2colt(const sdi_conv_geo *q, float *d, int64_t i0, int64_t 
 				d[p * SDI_MR + i] = 0;
 			continue;
 		}
-		int64_t pos = i0 + i, oy = pos / q->wo, ox = pos % q->wo;
+		int64_t img = (i0 + i) / (q->ho * q->wo), pos = (i0 + i) % (q->ho * q->wo);
+		int64_t oy = pos / q->wo, ox = pos % q->wo;
 		int64_t iy0 = oy * q->stride - q->pt, ix0 = ox * q->stride - q->pl;
+		const float *xi = q->x + img * q->xstride;
 		int64_t ci = p0 / khw, r = p0 % khw, ky = r / q->kw, kx = r % q->kw;
 		for (int64_t p = 0; p < kc; p++) {
 			int64_t iy = iy0 + ky, ix = ix0 + kx;
 			d[p * SDI_MR + i] = (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w)
-						    ? q->x[(ci * q->h + iy) * q->w + ix]
+						    ? xi[(ci * q->h + iy) * q->w + ix]
 						    : 0.0f;
 			if (++kx == q->kw) {
 				kx = 0;
@@ -258,17 +260,18 @@ static void pack_a_im2colt(const sdi_conv_geo *q, float *d, int64_t i0, int64_t 
 }
 
 /* pack_a packs rows [i0, i0+mc) and depth [p0, p0+kc) of A into MR-row panels. */
-static void pack_a(const sdi_gemm *g, sdi_ctx *x, int64_t i0, int64_t mc, int64_t p0, int64_t kc)
+static void pack_a(const sdi_gemm *g, sdi_ctx *x, float *apack, int64_t i0, int64_t mc, int64_t p0,
+		   int64_t kc)
 {
 	if (g->a_kind == SDI_A_IM2COLT) {
 		for (int64_t ip = 0; ip < mc; ip += SDI_MR)
-			pack_a_im2colt(g->geo, x->apack + (ip / SDI_MR) * kc * SDI_MR, i0 + ip,
+			pack_a_im2colt(g->geo, apack + (ip / SDI_MR) * kc * SDI_MR, i0 + ip,
 				       mc - ip < SDI_MR ? mc - ip : SDI_MR, p0, kc);
 		return;
 	}
 	size_t es = g->adt == SD_F32 ? 4 : 2;
 	for (int64_t ip = 0; ip < mc; ip += SDI_MR) {
-		float *d = x->apack + (ip / SDI_MR) * kc * SDI_MR;
+		float *d = apack + (ip / SDI_MR) * kc * SDI_MR;
 		int64_t mr = mc - ip < SDI_MR ? mc - ip : SDI_MR;
 		const char *src = (const char *)g->a + ((i0 + ip) * g->lda + p0) * es;
 		x->tpack(src, g->adt, g->lda, mr, SDI_MR, kc, d, SDI_MR);
@@ -377,15 +380,21 @@ static void pack_b_im2col(const sdi_conv_geo *q, sdi_run_fn run, float *d, int64
 }
 
 /* pack_b packs columns [j0, j0+nc) and depth [p0, p0+kc) of B into NR-column panels. */
-static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t j0, int64_t nc, int64_t p0, int64_t kc)
+static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t img, int64_t j0, int64_t nc, int64_t p0,
+		   int64_t kc)
 {
+	sdi_conv_geo geo;
+	if (g->b_kind == SDI_B_IM2COL) {
+		geo = *g->geo;
+		geo.x += img * g->b_bstride;
+	}
 	for (int64_t jp = 0; jp < nc; jp += SDI_NR) {
 		float *d = x->bpack + (jp / SDI_NR) * kc * SDI_NR;
 		int64_t nr = nc - jp < SDI_NR ? nc - jp : SDI_NR;
 		int64_t jj = j0 + jp;
 		switch (g->b_kind) {
 		case SDI_B_ROWS: {
-			const float *b = (const float *)g->b;
+			const float *b = (const float *)g->b + img * g->b_bstride;
 			for (int64_t p = 0; p < kc; p++) {
 				memcpy(d + p * SDI_NR, b + (p0 + p) * g->ldb + jj, (size_t)nr * sizeof(float));
 				for (int64_t j = nr; j < SDI_NR; j++)
@@ -403,7 +412,7 @@ static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t j0, int64_t nc, int64_
 			break;
 		}
 		default:
-			pack_b_im2col(g->geo, x->run, d, jj, nr, p0, kc);
+			pack_b_im2col(&geo, x->run, d, jj, nr, p0, kc);
 		}
 	}
 }
@@ -424,39 +433,50 @@ static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int
 	int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX;
 	int64_t kcb = (g->k + npc - 1) / npc;
 	int has_bias = g->bias_m || g->bias_n;
+	int64_t batch = g->batch > 1 ? g->batch : 1;
+	int whole_a = batch > 1; /* pack all of this thread's A once per depth block */
 	for (int64_t jc = n0; jc < n1; jc += SDI_NC) {
 		int64_t nc = n1 - jc < SDI_NC ? n1 - jc : SDI_NC;
 		for (int64_t pc = 0; pc < g->k; pc += kcb) {
 			int64_t kc = g->k - pc < kcb ? g->k - pc : kcb;
 			int first = pc == 0;
-			pack_b(g, x, jc, nc, pc, kc);
-			for (int64_t ic = m0; ic < m1; ic += SDI_MC) {
-				int64_t mc = m1 - ic < SDI_MC ? m1 - ic : SDI_MC;
-				pack_a(g, x, ic, mc, pc, kc);
-				for (int64_t jr = 0; jr < nc; jr += SDI_NR) {
-					int64_t nr = nc - jr < SDI_NR ? nc - jr : SDI_NR;
-					const float *bp = x->bpack + (jr / SDI_NR) * kc * SDI_NR;
-					for (int64_t ir = 0; ir < mc; ir += SDI_MR) {
-						int64_t mr = mc - ir < SDI_MR ? mc - ir : SDI_MR;
-						const float *ap = x->apack + (ir / SDI_MR) * kc * SDI_MR;
-						int64_t i = ic + ir, j = jc + jr;
-						float *cp = g->c + i * g->ldc + j;
-						if (mr == SDI_MR && nr == SDI_NR) {
+			if (whole_a)
+				pack_a(g, x, x->apack, m0, m1 - m0, pc, kc);
+			for (int64_t img = 0; img < batch; img++) {
+				float *c = g->c + img * g->c_bstride;
+				pack_b(g, x, img, jc, nc, pc, kc);
+				for (int64_t ic = m0; ic < m1; ic += SDI_MC) {
+					int64_t mc = m1 - ic < SDI_MC ? m1 - ic : SDI_MC;
+					const float *ablk = x->apack;
+					if (whole_a)
+						ablk += ((ic - m0) / SDI_MR) * kc * SDI_MR;
+					else
+						pack_a(g, x, x->apack, ic, mc, pc, kc);
+					for (int64_t jr = 0; jr < nc; jr += SDI_NR) {
+						int64_t nr = nc - jr < SDI_NR ? nc - jr : SDI_NR;
+						const float *bp = x->bpack + (jr / SDI_NR) * kc * SDI_NR;
+						for (int64_t ir = 0; ir < mc; ir += SDI_MR) {
+							int64_t mr = mc - ir < SDI_MR ? mc - ir : SDI_MR;
+							const float *ap = ablk + (ir / SDI_MR) * kc * SDI_MR;
+							int64_t i = ic + ir, j = jc + jr;
+							float *cp = c + i * g->ldc + j;
+							if (mr == SDI_MR && nr == SDI_NR) {
+								if (first && has_bias)
+									fill_bias(g, cp, g->ldc, i, j, mr, nr);
+								x->ukr(kc, ap, bp, cp, g->ldc, !first || has_bias);
+								continue;
+							}
+							x->ukr(kc, ap, bp, x->tmp, SDI_NR, 0);
 							if (first && has_bias)
 								fill_bias(g, cp, g->ldc, i, j, mr, nr);
-							x->ukr(kc, ap, bp, cp, g->ldc, !first || has_bias);
-							continue;
+							for (int64_t a = 0; a < mr; a++)
+								for (int64_t b = 0; b < nr; b++) {
+									float v = x->tmp[a * SDI_NR + b];
+									if (!first || has_bias)
+										v += cp[a * g->ldc + b];
+									cp[a * g->ldc + b] = v;
+								}
 						}
-						x->ukr(kc, ap, bp, x->tmp, SDI_NR, 0);
-						if (first && has_bias)
-							fill_bias(g, cp, g->ldc, i, j, mr, nr);
-						for (int64_t a = 0; a < mr; a++)
-							for (int64_t b = 0; b < nr; b++) {
-								float v = x->tmp[a * SDI_NR + b];
-								if (!first || has_bias)
-									v += cp[a * g->ldc + b];
-								cp[a * g->ldc + b] = v;
-							}
 					}
 				}
 			}
@@ -488,12 +508,13 @@ int sdi_gemm_run(const sdi_gemm *g)
 	if (g->m <= 0 || g->n <= 0)
 		return SD_OK;
 	if (g->k <= 0) {
-		for (int64_t i = 0; i < g->m; i++)
-			fill_bias(g, g->c + i * g->ldc, g->ldc, i, 0, 1, g->n);
+		for (int64_t img = 0; img < (g->batch > 1 ? g->batch : 1); img++)
+			for (int64_t i = 0; i < g->m; i++)
+				fill_bias(g, g->c + img * g->c_bstride + i * g->ldc, g->ldc, i, 0, 1, g->n);
 		return SD_OK;
 	}
 	int nt = g->nthreads > 0 ? g->nthreads : sdi_threads();
-	double work = (double)g->m * (double)g->n * (double)g->k;
+	double work = (double)g->m * (double)g->n * (double)g->k * (double)(g->batch > 1 ? g->batch : 1);
 	if (work < 1e6)
 		nt = 1;
 	int tm, tn;
@@ -517,7 +538,7 @@ int sdi_gemm_run(const sdi_gemm *g)
 		if (n1 > g->n)
 			n1 = g->n;
 		int64_t kc = g->k < SDI_KC_MAX ? g->k : SDI_KC_MAX;
-		int64_t mc = m1 - m0 < SDI_MC ? m1 - m0 : SDI_MC;
+		int64_t mc = m1 - m0 < SDI_MC || g->batch > 1 ? m1 - m0 : SDI_MC;
 		int64_t nc = n1 - n0 < SDI_NC ? n1 - n0 : SDI_NC;
 		mc = (mc + SDI_MR - 1) / SDI_MR * SDI_MR;
 		nc = (nc + SDI_NR - 1) / SDI_NR * SDI_NR;

@@ -24,6 +24,7 @@
 typedef struct {
 	const float *x; /* [C, H, W] of one image */
 	int64_t c, h, w, kh, kw, stride, pt, pl, ho, wo;
+	int64_t xstride; /* floats between images, for SDI_A_IM2COLT rows past ho*wo */
 } sdi_conv_geo;
 
 enum {
@@ -50,6 +51,12 @@ typedef struct {
 	int64_t ldc;
 	const float *bias_m, *bias_n;
 	int nthreads; /* 0: sdi_threads() */
+	/*
+	 * Batch: batch > 1 computes C_n = A·B_n for n < batch, with B_n at
+	 * b_bstride floats (SDI_B_ROWS: b; SDI_B_IM2COL: geo->x) and C_n at
+	 * c_bstride floats from the first; A is packed once for all of them.
+	 */
+	int64_t batch, b_bstride, c_bstride;
 } sdi_gemm;
 
 /* Micro-kernel: C[MR, NR] (row stride ldc) = (accum ? C : 0) + A·B over k. */
