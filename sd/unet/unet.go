@@ -156,6 +156,9 @@ func TimestepEmbedding(t []float32, dim int) *tensor.Tensor {
 // ctx: [B, L, ContextDim] f32 text embeddings -> [B, OutChannels, H, W].
 // Any H, W >= 1 work: where a downsampler halves an odd size (rounding
 // up), the matching upsampler produces exactly the skip connection's size.
+//
+// TODO: reuse activation buffers from an arena; every layer allocates its
+// output, leaving the garbage collector to recycle them.
 func (u *UNet) Forward(be tensor.Backend, x *tensor.Tensor, t []float32, ctx *tensor.Tensor) (out *tensor.Tensor, err error) {
 	return u.ForwardADM(be, x, t, ctx, nil)
 }

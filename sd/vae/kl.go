@@ -235,6 +235,9 @@ func (d *KLDecoder) forward(be tensor.Backend, z *tensor.Tensor) *tensor.Tensor 
 //
 // z: [B, ZChannels, h, w] f32 latents ALREADY divided by ScalingFactor
 // -> [B, OutChannels, 8h, 8w] f32 images in about [-1, 1] (not clamped).
+//
+// TODO: tiled decoding; the largest activations are [B, 256, 8h, 8w] f32
+// (1 GiB per image at 1024x1024) and a few are alive at once.
 func (m *KL) Decode(be tensor.Backend, z *tensor.Tensor) (img *tensor.Tensor, err error) {
 	c := m.Config
 	if z == nil || len(z.Shape) != 4 || z.DType != tensor.F32 || z.Shape[1] != c.ZChannels || z.Numel() == 0 {
