@@ -52,19 +52,25 @@ type Options struct {
 	EmbeddingsDir string
 	// LoraDir holds the LoRA files "<lora:name:weight>" tags refer to.
 	LoraDir string
+	// Prediction overrides the UNet's prediction type: "eps" or "v"; ""
+	// detects it (see Pipeline.Prediction).
+	Prediction string
 }
 
-// Pipeline is a loaded SD 1.x text-to-image model.
+// Pipeline is a loaded SD 1.x, 2.x or XL text-to-image model.
 type Pipeline struct {
-	ck    *ckpt.Checkpoint
-	be    tensor.Backend
-	tok   *clip.Tokenizer
-	text  *clip.TextModel
-	unet  *unet.UNet
-	vae   *vae.KL
-	sched *sample.Schedule
-	enc   *prompt.Encoder
-	loras *lora.Library
+	family string  // "sd1", "sd2", "sdxl"
+	pred   string  // PredictionEps or PredictionV
+	xl     *xlCond // SDXL's second text encoder; nil otherwise
+	ck     *ckpt.Checkpoint
+	be     tensor.Backend
+	tok    *clip.Tokenizer
+	text   *clip.TextModel
+	unet   *unet.UNet
+	vae    *vae.KL
+	sched  *sample.Schedule
+	enc    *prompt.Encoder
+	loras  *lora.Library
 	// Base networks (no LoRA) and the LoRA set the current ones carry.
 	baseText *clip.TextModel
 	baseUNet *unet.UNet
@@ -112,11 +118,9 @@ func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err erro
 		return nil, err
 	}
 	switch ck.Family {
-	case "sd1":
-	case "sd2", "sdxl":
-		return nil, fmt.Errorf("%s: %s checkpoints are not supported yet (only SD 1.x)", path, ck.Family)
+	case "sd1", "sd2", "sdxl":
 	default:
-		return nil, fmt.Errorf("%s: not a Stable Diffusion 1.x checkpoint (no UNet with a 768-wide text context found)", path)
+		return nil, fmt.Errorf("%s: not a Stable Diffusion 1.x, 2.x or XL checkpoint (no UNet with a known text context found)", path)
 	}
 
 	tokDir, err := findTokenizer(opts.Tokenizer, path, ck)
@@ -130,25 +134,10 @@ func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err erro
 
 	p = &Pipeline{ck: ck, be: be, tok: tok, model: filepath.Base(strings.TrimRight(path, "/")), log: log}
 	rec := &recorder{Checkpoint: ck, used: map[string]bool{}}
-	if p.text, err = loadText(rec); err != nil {
+	if err = p.loadFamily(rec, opts); err != nil {
 		return nil, err
 	}
-	if p.unet, err = loadUNet(rec); err != nil {
-		return nil, err
-	}
-	if p.vae, err = loadVAE(rec); err != nil {
-		return nil, err
-	}
-	if p.sched, err = loadSchedule(rec); err != nil {
-		return nil, err
-	}
-	var embs *prompt.Embeddings
-	if opts.EmbeddingsDir != "" {
-		if embs, err = prompt.LoadEmbeddingsDir(opts.EmbeddingsDir, p.text.Config.Hidden); err != nil {
-			return nil, err
-		}
-	}
-	if p.enc, err = prompt.NewEncoder(tok, p.text, embs); err != nil {
+	if err = p.newFamilyEncoders(opts); err != nil {
 		return nil, err
 	}
 	p.loras = &lora.Library{Dir: opts.LoraDir}
@@ -319,6 +308,9 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	if p.closed {
 		return nil, errors.New("sd: pipeline is closed")
 	}
+	if p.family == "sdxl" && r.Width == 0 && r.Height == 0 {
+		r.Width, r.Height = 1024, 1024 // SDXL's native size
+	}
 	if err := r.normalize(); err != nil {
 		return nil, err
 	}
@@ -337,14 +329,20 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := p.useLoras(r.Prompt); err != nil {
 		return nil, err
 	}
-	cond, err := p.embed(r)
+	var cond, y *tensor.Tensor
+	var err error
+	if p.family == "sd1" {
+		cond, err = p.embed(r)
+	} else {
+		cond, y, err = p.embedFamily(r, r.Width, r.Height)
+	}
 	if err != nil {
 		return nil, err
 	}
 	res.Timings.TextEncode = time.Since(t0)
 
 	t1 := time.Now()
-	latent, err := p.sample(ctx, r, cond)
+	latent, err := p.sample(ctx, r, cond, y)
 	if err != nil {
 		return nil, err
 	}
@@ -391,6 +389,9 @@ func (p *Pipeline) useLoras(text string) error {
 	if key == p.loraKey {
 		return nil
 	}
+	if p.family != "sd1" {
+		return badRequest("LoRA tags are supported for SD 1.x models only, this is %s", p.family)
+	}
 	// A GPU backend caches device copies of weights by host address:
 	// drop those of the previous LoRA set.
 	if r, ok := p.be.(interface{ ReleaseWeights() error }); ok {
@@ -431,7 +432,7 @@ func (p *Pipeline) useLoras(text string) error {
 
 // sample runs the sampler from seeded noise; it returns the final latent
 // [4*h*w] for the latent size h x w.
-func (p *Pipeline) sample(ctx context.Context, r Request, cond *tensor.Tensor) ([]float32, error) {
+func (p *Pipeline) sample(ctx context.Context, r Request, cond, y *tensor.Tensor) ([]float32, error) {
 	f := p.vae.Config.Factor()
 	h, w := r.Height/f, r.Width/f
 	n := 4 * h * w
@@ -452,7 +453,7 @@ func (p *Pipeline) sample(ctx context.Context, r Request, cond *tensor.Tensor) (
 	for i := range x {
 		x[i] *= float32(sigmas[0])
 	}
-	denoise := p.denoiser(cond, h, w, float32(r.CFG))
+	denoise := p.denoiserY(cond, y, h, w, float32(r.CFG))
 	start := time.Now()
 	progress := func(step, total int) {
 		if r.Progress != nil {
@@ -463,10 +464,16 @@ func (p *Pipeline) sample(ctx context.Context, r Request, cond *tensor.Tensor) (
 }
 
 // denoiser returns the model's denoiser D(x, sigma) for latents of size
-// h x w: the UNet's eps prediction on x/sqrt(sigma²+1) at the timestep of
-// sigma, combined by classifier-free guidance when cond holds [uncond, cond],
-// and turned into denoised = x - sigma*eps.
+// h x w: the UNet's eps (or v) prediction on x/sqrt(sigma²+1) at the
+// timestep of sigma, combined by classifier-free guidance when cond holds
+// [uncond, cond], and turned into the denoised latent (see denoised).
 func (p *Pipeline) denoiser(cond *tensor.Tensor, h, w int, cfg float32) sample.Denoiser {
+	return p.denoiserY(cond, nil, h, w, cfg)
+}
+
+// denoiserY is denoiser with SDXL's label_emb input y [B, ADM] (nil for
+// SD 1.x/2.x).
+func (p *Pipeline) denoiserY(cond, y *tensor.Tensor, h, w int, cfg float32) sample.Denoiser {
 	n := 4 * h * w
 	batch := cond.Shape[0]
 	return func(ctx context.Context, x []float32, sigma float64) ([]float32, error) {
@@ -485,19 +492,18 @@ func (p *Pipeline) denoiser(cond *tensor.Tensor, h, w int, cfg float32) sample.D
 		for i := range ts {
 			ts[i] = t
 		}
-		eps, err := p.unet.Forward(p.be, in, ts, cond)
+		eps, err := p.unet.ForwardADM(p.be, in, ts, cond, y)
 		if err != nil {
 			return nil, err
 		}
 		e := eps.F32
 		out := make([]float32, n)
-		s := float32(sigma)
 		for i := range out {
 			ei := e[i]
 			if batch == 2 { // [uncond, cond]
 				ei = e[i] + cfg*(e[n+i]-e[i])
 			}
-			out[i] = x[i] - s*ei
+			out[i] = denoised(p.pred, x[i], ei, sigma)
 		}
 		return out, nil
 	}

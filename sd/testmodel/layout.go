@@ -2,6 +2,7 @@ package testmodel
 
 import (
 	"fmt"
+	"math"
 	"sort"
 )
 
@@ -28,6 +29,87 @@ type config struct {
 	clipFF     int
 	clipLayers int
 	clipHeads  int
+
+	// SD 2.x / SDXL additions (zero for SD 1.x).
+	family     string // "sd15", "sd21" or "sdxl"
+	linear     bool   // linear proj_in/proj_out (use_linear_in_transformer)
+	unetDepth  []int  // transformer depth per level (nil: 1 everywhere)
+	midDepth   int    // middle block transformer depth (0: 1)
+	unetHeadCh int    // >0: heads = level width / unetHeadCh (SD 2.x, SDXL)
+	admIn      int    // label_emb input width (SDXL: pooled + 6 x timeDim)
+	timeDim    int    // Fourier features per size/crop number (SDXL: 256)
+	noCLIP     bool   // no transformers CLIP text model (SD 2.x)
+	clipPrefix string // ldm prefix of the CLIP text model
+
+	ocPrefix string // ldm prefix of the OpenCLIP text model ("" for none)
+	ocDim    int
+	ocFF     int
+	ocLayers int // resblocks stored in the single file
+	ocProj   int // text_projection width
+}
+
+// heads returns the attention heads at a UNet width.
+func (c *config) heads(width int) int {
+	if c.unetHeadCh > 0 {
+		return max(1, width/c.unetHeadCh)
+	}
+	return c.unetHeads
+}
+
+func (c *config) depth(level int) int {
+	if c.unetDepth == nil {
+		return 1
+	}
+	return c.unetDepth[level]
+}
+
+func (c *config) mid() int { return max(1, c.midDepth) }
+
+// sd21Full is the released Stable Diffusion 2.1 configuration (512 base
+// and 768-v have the same shapes).
+var sd21Full = config{
+	family: "sd21", unetCh: 320, unetMult: []int{1, 2, 4, 4}, unetAttn: []bool{true, true, true, false}, unetNumRes: 2,
+	unetIn: 4, unetOut: 4, unetHeadCh: 64, ctxDim: 1024, linear: true,
+	vaeCh: 128, vaeMult: []int{1, 2, 4, 4}, vaeNumRes: 2, vaeZ: 4, vaeEmbed: 4,
+	noCLIP: true, clipVocab: 49408, clipPos: 77,
+	ocPrefix: "cond_stage_model.model.", ocDim: 1024, ocFF: 4096, ocLayers: 24, ocProj: 1024,
+}
+
+// sd21Tiny is SD 2.1's structure scaled down: two UNet levels (64, 128
+// wide, heads of 64 channels: 1 and 2 heads), linear projections, a
+// 3-layer 64-wide OpenCLIP (the pipeline uses 2), the tiny SD 1.5 VAE.
+var sd21Tiny = config{
+	family: "sd21", unetCh: 64, unetMult: []int{1, 2}, unetAttn: []bool{true, true}, unetNumRes: 1,
+	unetIn: 4, unetOut: 4, unetHeadCh: 64, ctxDim: 64, linear: true,
+	vaeCh: 32, vaeMult: []int{1, 2}, vaeNumRes: 1, vaeZ: 4, vaeEmbed: 4,
+	noCLIP: true, clipVocab: 49408, clipPos: 77,
+	ocPrefix: "cond_stage_model.model.", ocDim: 64, ocFF: 256, ocLayers: 3, ocProj: 64,
+}
+
+// sdxlFull is the released SDXL 1.0 base configuration.
+var sdxlFull = config{
+	family: "sdxl", unetCh: 320, unetMult: []int{1, 2, 4}, unetAttn: []bool{false, true, true}, unetNumRes: 2,
+	unetIn: 4, unetOut: 4, unetHeadCh: 64, ctxDim: 2048, linear: true, unetDepth: []int{0, 2, 10}, midDepth: 10,
+	admIn: 2816, timeDim: 256,
+	vaeCh: 128, vaeMult: []int{1, 2, 4, 4}, vaeNumRes: 2, vaeZ: 4, vaeEmbed: 4,
+	clipPrefix: "conditioner.embedders.0.transformer.text_model.",
+	clipVocab:  49408, clipPos: 77, clipDim: 768, clipFF: 3072, clipLayers: 12, clipHeads: 12,
+	ocPrefix: "conditioner.embedders.1.model.", ocDim: 1280, ocFF: 5120, ocLayers: 32, ocProj: 1280,
+}
+
+// sdxlTiny is SDXL's structure scaled down: three UNet levels (64, 128,
+// 128 wide) with no attention at level 0, depths [0, 1, 2] and middle 2,
+// heads of 64 channels, a 64-wide CLIP (2 layers) and a 128-wide OpenCLIP
+// (3 layers, projection to 64, deliberately not square) whose hidden
+// states concatenate to a 192-wide context, label_emb input 64 + 6 x 16.
+var sdxlTiny = config{
+	family: "sdxl", unetCh: 64, unetMult: []int{1, 2, 2}, unetAttn: []bool{false, true, true}, unetNumRes: 1,
+	unetIn: 4, unetOut: 4, unetHeadCh: 64, ctxDim: 192, linear: true, unetDepth: []int{0, 1, 2}, midDepth: 2,
+	admIn: 64 + 6*16, timeDim: 16,
+	vaeCh: 32, vaeMult: []int{1, 2}, vaeNumRes: 1, vaeZ: 4, vaeEmbed: 4,
+	clipPrefix: "conditioner.embedders.0.transformer.text_model.",
+	clipVocab:  49408, clipPos: 77, clipDim: 64, clipFF: 256, clipLayers: 2, clipHeads: 1,
+	ocPrefix: "conditioner.embedders.1.model.", ocDim: 128, ocFF: 512, ocLayers: 3, ocProj: 64,
 }
 
 // sd15Full is the released Stable Diffusion 1.5 configuration.
@@ -107,10 +189,21 @@ func (l *layout) unetRes(c *config, p string, in, out int) {
 	}
 }
 
-func (l *layout) unetTransformer(cf *config, p string, c int) {
+func (l *layout) unetTransformer(cf *config, p string, c, depth int) {
 	l.norm(p+".norm", c)
-	l.conv(p+".proj_in", c, c, 1)
-	b := p + ".transformer_blocks.0"
+	if cf.linear {
+		l.linear(p+".proj_in", c, c, true)
+		l.linear(p+".proj_out", c, c, true)
+	} else {
+		l.conv(p+".proj_in", c, c, 1)
+		l.conv(p+".proj_out", c, c, 1)
+	}
+	for d := 0; d < depth; d++ {
+		l.transformerBlock(cf, fmt.Sprintf("%s.transformer_blocks.%d", p, d), c)
+	}
+}
+
+func (l *layout) transformerBlock(cf *config, b string, c int) {
 	l.linear(b+".attn1.to_q", c, c, false)
 	l.linear(b+".attn1.to_k", c, c, false)
 	l.linear(b+".attn1.to_v", c, c, false)
@@ -124,13 +217,16 @@ func (l *layout) unetTransformer(cf *config, p string, c int) {
 	l.norm(b+".norm1", c)
 	l.norm(b+".norm2", c)
 	l.norm(b+".norm3", c)
-	l.conv(p+".proj_out", c, c, 1)
 }
 
 func (l *layout) addUNet(c *config) {
 	const P = "model.diffusion_model."
 	l.linear(P+"time_embed.0", c.unetCh, 4*c.unetCh, true)
 	l.linear(P+"time_embed.2", 4*c.unetCh, 4*c.unetCh, true)
+	if c.admIn > 0 {
+		l.linear(P+"label_emb.0.0", c.admIn, 4*c.unetCh, true)
+		l.linear(P+"label_emb.0.2", 4*c.unetCh, 4*c.unetCh, true)
+	}
 	l.conv(P+"input_blocks.0.0", c.unetIn, c.unetCh, 3)
 	chans := []int{c.unetCh}
 	ch, idx := c.unetCh, 1
@@ -140,7 +236,7 @@ func (l *layout) addUNet(c *config) {
 			l.unetRes(c, fmt.Sprintf("%sinput_blocks.%d.0", P, idx), ch, out)
 			ch = out
 			if c.unetAttn[level] {
-				l.unetTransformer(c, fmt.Sprintf("%sinput_blocks.%d.1", P, idx), ch)
+				l.unetTransformer(c, fmt.Sprintf("%sinput_blocks.%d.1", P, idx), ch, c.depth(level))
 			}
 			chans = append(chans, ch)
 			idx++
@@ -152,7 +248,7 @@ func (l *layout) addUNet(c *config) {
 		}
 	}
 	l.unetRes(c, P+"middle_block.0", ch, ch)
-	l.unetTransformer(c, P+"middle_block.1", ch)
+	l.unetTransformer(c, P+"middle_block.1", ch, c.mid())
 	l.unetRes(c, P+"middle_block.2", ch, ch)
 	idx = 0
 	for level := len(c.unetMult) - 1; level >= 0; level-- {
@@ -164,7 +260,7 @@ func (l *layout) addUNet(c *config) {
 			ch = out
 			layer := 1
 			if c.unetAttn[level] {
-				l.unetTransformer(c, fmt.Sprintf("%soutput_blocks.%d.1", P, idx), ch)
+				l.unetTransformer(c, fmt.Sprintf("%soutput_blocks.%d.1", P, idx), ch, c.depth(level))
 				layer = 2
 			}
 			if level > 0 && i == c.unetNumRes {
@@ -241,7 +337,13 @@ func (l *layout) addVAE(c *config) {
 }
 
 func (l *layout) addCLIP(c *config) {
-	const P = "cond_stage_model.transformer.text_model."
+	if c.noCLIP {
+		return
+	}
+	P := c.clipPrefix
+	if P == "" {
+		P = "cond_stage_model.transformer.text_model."
+	}
 	l.w(P+"embeddings.token_embedding.weight", c.clipVocab, c.clipDim)
 	l.w(P+"embeddings.position_embedding.weight", c.clipPos, c.clipDim)
 	ids := l.add(P+"embeddings.position_ids", "I64", initValues, 1, c.clipPos)
@@ -261,6 +363,30 @@ func (l *layout) addCLIP(c *config) {
 		l.norm(p+"layer_norm2", c.clipDim)
 	}
 	l.norm(P+"final_layer_norm", c.clipDim)
+}
+
+// addOpenCLIP adds an OpenCLIP text transformer in open_clip's names.
+func (l *layout) addOpenCLIP(c *config) {
+	if c.ocPrefix == "" {
+		return
+	}
+	P, C := c.ocPrefix, c.ocDim
+	l.w(P+"token_embedding.weight", c.clipVocab, C)
+	l.w(P+"positional_embedding", c.clipPos, C)
+	for i := 0; i < c.ocLayers; i++ {
+		p := fmt.Sprintf("%stransformer.resblocks.%d.", P, i)
+		l.norm(p+"ln_1", C)
+		l.w(p+"attn.in_proj_weight", 3*C, C)
+		l.w(p+"attn.in_proj_bias", 3*C)
+		l.linear(p+"attn.out_proj", C, C, true)
+		l.norm(p+"ln_2", C)
+		l.linear(p+"mlp.c_fc", C, c.ocFF, true)
+		l.linear(p+"mlp.c_proj", c.ocFF, C, true)
+	}
+	l.norm(P+"ln_final", C)
+	l.w(P+"text_projection", C, c.ocProj)
+	s := l.add(P+"logit_scale", l.wdtype, initValues)
+	s.values = []float64{math.Log(1 / 0.07)}
 }
 
 // addSchedule adds the ldm DDPM buffers for the scaled-linear schedule
@@ -330,7 +456,10 @@ func buildLayout(c *config, wdtype string) []*Spec {
 	l.addUNet(c)
 	l.addVAE(c)
 	l.addCLIP(c)
-	l.addSchedule()
+	l.addOpenCLIP(c)
+	if c.family != "sdxl" { // SDXL files carry no DDPM buffers
+		l.addSchedule()
+	}
 	sort.Slice(l.specs, func(i, j int) bool { return l.specs[i].Name < l.specs[j].Name })
 	return l.specs
 }

@@ -36,7 +36,7 @@ const DefaultStd = 0.02
 
 // Options select what to generate.
 type Options struct {
-	Family string       // "sd15" (the default when empty)
+	Family string       // "sd15" (the default when empty), "sd21" or "sdxl"
 	Size   string       // "tiny" or "full" (default "tiny")
 	DType  tensor.DType // weight dtype: F32, F16 or BF16
 	Layout string       // "single" (.safetensors), "ckpt" (PyTorch zip) or "diffusers" (folder); default "single"
@@ -54,16 +54,22 @@ type Options struct {
 }
 
 func (o *Options) config() (*config, error) {
+	var tiny, full *config
 	switch o.Family {
 	case "", "sd15", "sd1", "sd1.5":
+		tiny, full = &sd15Tiny, &sd15Full
+	case "sd21", "sd2", "sd2.1":
+		tiny, full = &sd21Tiny, &sd21Full
+	case "sdxl":
+		tiny, full = &sdxlTiny, &sdxlFull
 	default:
-		return nil, fmt.Errorf("testmodel: family %q is not supported (only sd15)", o.Family)
+		return nil, fmt.Errorf("testmodel: family %q is not supported (sd15, sd21, sdxl)", o.Family)
 	}
 	switch o.Size {
 	case "", "tiny":
-		return &sd15Tiny, nil
+		return tiny, nil
 	case "full":
-		return &sd15Full, nil
+		return full, nil
 	}
 	return nil, fmt.Errorf("testmodel: size %q: want tiny or full", o.Size)
 }
