@@ -11,8 +11,12 @@
  */
 #include "gemm.h"
 
-#define SDI_AT_T 64  /* queries per tile, a multiple of SDI_NR */
+#ifndef SDI_AT_T
+#define SDI_AT_T 64 /* queries per tile, a multiple of SDI_NR */
+#endif
+#ifndef SDI_AT_KB
 #define SDI_AT_KB 96 /* keys per block, a multiple of SDI_MR */
+#endif
 
 typedef struct {
 	float *qp, *kp, *s, *vp, *o, *m, *l;

@@ -14,6 +14,8 @@ import (
 // SetThreads says otherwise.
 type CPU struct{}
 
+var _ Backend = (*CPU)(nil)
+
 // NewCPU returns the native CPU backend.
 func NewCPU() *CPU { return &CPU{} }
 
