@@ -143,5 +143,11 @@ func (r *Request) normalize() error {
 }
 
 // Validate reports whether r (with defaults filled in) is a valid request,
-// without loading a model.
-func Validate(r Request) error { return r.normalize() }
+// without loading a model: the checks of Generate, including that the image
+// can be decoded in the memory available now.
+func Validate(r Request) error {
+	if err := r.normalize(); err != nil {
+		return err
+	}
+	return checkMemory(r.Width, r.Height)
+}

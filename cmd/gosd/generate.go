@@ -59,6 +59,17 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
+	// The SDK reads zero as "use the default"; on the command line, where
+	// every flag shows its default, a zero or negative value is a mistake.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"width", float64(*width)}, {"height", float64(*height)}, {"steps", float64(*steps)},
+		{"cfg", *cfg}, {"clip-skip", float64(*clipSkip)}} {
+		if f.v <= 0 {
+			return usagef("--%s %g: must be positive", f.name, f.v)
+		}
+	}
 	if !strings.EqualFold(filepath.Ext(*output), ".png") {
 		return usagef("--output %q: only .png output is supported", *output)
 	}
