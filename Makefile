@@ -12,6 +12,8 @@ TESTTIMEOUT ?= 40m
 
 .PHONY: all deps build demo test test-go test-portable test-c vet clean
 
+include cuda.mk
+
 all: build
 
 # deps installs what the build needs on a fresh Debian machine: a C compiler
@@ -40,7 +42,9 @@ demo: build
 vet: deps
 	$(GO) vet ./...
 
-test: vet test-c test-go test-portable
+# CI has no GPU: cuda-check compiles every kernel for sm_80 and sm_90 and
+# links the cuda-tagged Go build (installing Debian's CUDA toolkit once).
+test: vet test-c test-go test-portable cuda-check
 
 test-go: deps
 	$(GO) test -timeout $(TESTTIMEOUT) ./...

@@ -10,15 +10,21 @@ import (
 
 // backendFactories builds backends by name; build-tagged files (the CUDA
 // backend) add to it in init.
-var backendFactories = map[string]func(threads int) (tensor.Backend, error){
-	"cpu": func(threads int) (tensor.Backend, error) {
+var backendFactories = map[string]func(backendOpts) (tensor.Backend, error){
+	"cpu": func(o backendOpts) (tensor.Backend, error) {
 		b := tensor.NewCPU()
-		if threads > 0 {
-			b.SetThreads(threads)
+		if o.threads > 0 {
+			b.SetThreads(o.threads)
 		}
 		return b, nil
 	},
-	"ref": func(int) (tensor.Backend, error) { return tensor.NewRef(), nil },
+	"ref": func(backendOpts) (tensor.Backend, error) { return tensor.NewRef(), nil },
+}
+
+// backendOpts carry the settings a backend factory may use.
+type backendOpts struct {
+	threads int // CPU threads, 0 for all
+	device  int // GPU index
 }
 
 // Backends lists the backend names this build supports.
@@ -34,12 +40,25 @@ func Backends() []string {
 // NewBackend returns the named backend ("" means "cpu"); threads caps the
 // CPU backend's threads when positive.
 func NewBackend(name string, threads int) (tensor.Backend, error) {
+	return newBackend(name, backendOpts{threads: threads})
+}
+
+// NewDeviceBackend is NewBackend with a GPU index for GPU backends.
+func NewDeviceBackend(name string, threads, device int) (tensor.Backend, error) {
+	return newBackend(name, backendOpts{threads: threads, device: device})
+}
+
+func newBackend(name string, o backendOpts) (tensor.Backend, error) {
 	if name == "" {
 		name = "cpu"
 	}
 	f, ok := backendFactories[strings.ToLower(name)]
 	if !ok {
-		return nil, fmt.Errorf("unknown backend %q (this build has: %s)", name, strings.Join(Backends(), ", "))
+		hint := ""
+		if strings.EqualFold(name, "cuda") {
+			hint = "; build with 'make cuda' for the CUDA backend"
+		}
+		return nil, fmt.Errorf("unknown backend %q (this build has: %s%s)", name, strings.Join(Backends(), ", "), hint)
 	}
-	return f(threads)
+	return f(o)
 }

@@ -39,6 +39,8 @@ type Options struct {
 	Backend string
 	// Threads caps the CPU backend's threads; 0 uses every core.
 	Threads int
+	// Device is the GPU index for GPU backends.
+	Device int
 	// UseEMA picks the EMA copy of the UNet weights when the file has one.
 	UseEMA bool
 	// Tokenizer is a folder holding the CLIP tokenizer's vocab.json and
@@ -101,7 +103,7 @@ func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	be, err := NewBackend(opts.Backend, opts.Threads)
+	be, err := NewDeviceBackend(opts.Backend, opts.Threads, opts.Device)
 	if err != nil {
 		return nil, err
 	}

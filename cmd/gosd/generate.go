@@ -37,7 +37,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	embDir := fs.String("embeddings-dir", "", "folder of textual-inversion embeddings used by name in prompts")
 	loraDir := fs.String("lora-dir", "", "folder of LoRA files used by <lora:name:weight> prompt tags")
 	ema := fs.Bool("ema", false, "use the EMA copy of the UNet weights when the file has one")
-	backend := fs.String("backend", "cpu", "compute backend: cpu or ref (slow pure-Go reference)")
+	backend := fs.String("backend", "cpu", "compute backend: cpu, cuda (cuda builds) or ref (slow pure-Go reference)")
+	gpu := fs.Int("device", 0, "GPU index for --backend cuda (see gosd devices)")
 	verbose := fs.Bool("v", false, "verbose logs")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -81,8 +82,13 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := sd.Validate(req); err != nil {
 		return err
 	}
+	if *backend == "cuda" {
+		if err := checkGPU(*gpu, req.Width, req.Height); err != nil {
+			return err
+		}
+	}
 	log := newLogger(stderr, *verbose)
-	opts := sd.Options{Backend: *backend, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log,
+	opts := sd.Options{Backend: *backend, Device: *gpu, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log,
 		EmbeddingsDir: *embDir, LoraDir: *loraDir}
 	start := time.Now()
 	p, err := sd.Load(ctx, *model, opts)

@@ -11,6 +11,7 @@
 //	gosd vae roundtrip --encoder E --decoder D --input IMG --output OUT [--json]
 //	gosd noise --rng cpu|cuda --seed N --count K
 //	gosd bench --model PATH [--size 512] [--steps N] [--json]
+//	gosd devices
 //	gosd version
 package main
 
@@ -49,6 +50,7 @@ func init() {
 		{"testmodel", "write a deterministic random-weight checkpoint", runTestModel},
 		{"vae", "tiny autoencoder tools (vae roundtrip)", runVAE},
 		{"bench", "measure kernels and end-to-end speed", runBench},
+		{"devices", "list NVIDIA GPUs, driver and CUDA versions, memory", runDevices},
 		{"noise", "print the noise torch.randn(K) gives after torch.manual_seed(N) (cuda/cpu)", runNoise},
 		{"version", "print the version", runVersion},
 	}

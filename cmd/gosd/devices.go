@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/gosd/gosd/sd/device"
+	"github.com/gosd/gosd/sd/tensor"
+)
+
+func runDevices(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("devices", stderr)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	gpus, err := device.List()
+	if errors.Is(err, device.ErrNoDriver) {
+		fmt.Fprintln(stdout, "no NVIDIA driver found: no GPUs available (the CPU backend works without one)")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(gpus) == 0 {
+		fmt.Fprintln(stdout, "the NVIDIA driver reports no GPUs")
+		return nil
+	}
+	for _, g := range gpus {
+		fmt.Fprintf(stdout, "%d  %s  driver %s  CUDA %s  memory %s total, %s free\n",
+			g.Index, g.Name, g.DriverVersion, g.CUDAVersion, device.GiB(g.TotalBytes), device.GiB(g.FreeBytes))
+	}
+	return nil
+}
+
+// checkGPU refuses a GPU run that the chosen device's memory cannot hold.
+func checkGPU(index, width, height int) error {
+	gpus, err := device.List()
+	if err != nil {
+		return err
+	}
+	for _, g := range gpus {
+		if g.Index == index {
+			return device.CheckFits(g, device.EstimateSD15(width, height, 1, tensor.F16))
+		}
+	}
+	return fmt.Errorf("--device %d: no such GPU (%d found; see gosd devices)", index, len(gpus))
+}
