@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,9 @@ import (
 // DiffusersComponents are the weight-carrying folders of an SD 1.x/2.x
 // diffusers pipeline that are mapped to ldm names.
 var DiffusersComponents = []string{"unet", "vae", "text_encoder"}
+
+// optionalComponents are read when present (SDXL's second text encoder).
+var optionalComponents = []string{"text_encoder_2"}
 
 // weightFiles lists the weight file names tried in each component folder,
 // in order of preference (full precision first, then the fp16 variant,
@@ -89,7 +93,13 @@ func OpenDiffusers(path string) (*Diffusers, error) {
 		}
 	}
 	var all []string
-	for _, comp := range DiffusersComponents {
+	comps := append([]string(nil), DiffusersComponents...)
+	for _, comp := range optionalComponents {
+		if st, err := os.Stat(filepath.Join(dir, comp)); err == nil && st.IsDir() {
+			comps = append(comps, comp)
+		}
+	}
+	for _, comp := range comps {
 		cdir := filepath.Join(dir, comp)
 		if b, err := os.ReadFile(filepath.Join(cdir, "config.json")); err == nil {
 			if !json.Valid(b) {
@@ -111,11 +121,32 @@ func OpenDiffusers(path string) (*Diffusers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	km.useConfigs(d.Configs)
 	d.keymap = km
+	have := map[string]bool{}
+	for _, dn := range all {
+		have[dn] = true
+	}
 	for _, dn := range all {
 		ldm, ok := km.ToLDM(dn)
 		if !ok {
 			d.Unmapped = append(d.Unmapped, dn)
+			continue
+		}
+		if km.IsComposite(ldm) {
+			// Stored as parts (fused q/k/v) or transposed: list the name
+			// once, when every part is present.
+			parts, _, _ := km.DiffusersParts(ldm)
+			complete := true
+			for _, p := range parts {
+				complete = complete && have[p]
+			}
+			if !complete {
+				d.Unmapped = append(d.Unmapped, dn)
+			} else if _, seen := d.toDiff[ldm]; !seen {
+				d.toDiff[ldm] = dn
+				d.names = append(d.names, ldm)
+			}
 			continue
 		}
 		if prev, dup := d.toDiff[ldm]; dup {
@@ -254,6 +285,9 @@ func (d *Diffusers) Get(name string) (*tensor.Tensor, bool) {
 	if !ok {
 		return nil, false
 	}
+	if d.keymap.IsComposite(name) {
+		return d.getComposite(name)
+	}
 	comp, rest, _ := strings.Cut(dn, "/")
 	t, ok := d.srcs[comp].Get(rest)
 	if !ok || !isVAEAttnMatrix(name) {
@@ -275,12 +309,58 @@ func (d *Diffusers) Stored(name string) (string, []int, bool) {
 	if !ok {
 		return "", nil, false
 	}
+	if parts, tr, _ := d.keymap.DiffusersParts(name); d.keymap.IsComposite(name) {
+		var dt string
+		var shape []int
+		for _, p := range parts {
+			comp, rest, _ := strings.Cut(p, "/")
+			pdt, ps, ok := d.srcs[comp].Stored(rest)
+			if !ok || len(ps) == 0 {
+				return "", nil, false
+			}
+			if shape == nil {
+				dt, shape = pdt, append([]int(nil), ps...)
+			} else {
+				shape[0] += ps[0]
+			}
+		}
+		if tr && len(shape) == 2 {
+			shape[0], shape[1] = shape[1], shape[0]
+		}
+		return dt, shape, true
+	}
 	comp, rest, _ := strings.Cut(dn, "/")
 	dt, shape, ok := d.srcs[comp].Stored(rest)
 	if ok && isVAEAttnMatrix(name) && len(shape) == 2 {
 		shape = append(shape, 1, 1)
 	}
 	return dt, shape, ok
+}
+
+// getComposite joins (and caches) a tensor stored as several diffusers
+// parts or transposed (see KeyMap.DiffusersParts).
+func (d *Diffusers) getComposite(name string) (*tensor.Tensor, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.shaped[name]; ok {
+		return s, true
+	}
+	names, tr, _ := d.keymap.DiffusersParts(name)
+	var parts []*tensor.Tensor
+	for _, p := range names {
+		comp, rest, _ := strings.Cut(p, "/")
+		t, ok := d.srcs[comp].Get(rest)
+		if !ok {
+			return nil, false
+		}
+		parts = append(parts, t)
+	}
+	t, err := joinParts(name, parts, tr)
+	if err != nil {
+		return nil, false
+	}
+	d.shaped[name] = t
+	return t, true
 }
 
 // Close closes every weights file.
@@ -315,20 +395,29 @@ func WriteDiffusers(dir string, src tensor.Source, opts DiffusersWriteOptions) e
 		return err
 	}
 	views := map[string]*renamedSource{}
-	for _, comp := range DiffusersComponents {
-		views[comp] = &renamedSource{src: src, toSrc: map[string]string{}}
+	comps := append(append([]string(nil), DiffusersComponents...), optionalComponents...)
+	for _, comp := range comps {
+		views[comp] = &renamedSource{src: src, toSrc: map[string]string{}, parts: map[string]partRef{}}
 	}
 	for _, n := range names {
-		dn, ok := km.ToDiffusers(n)
+		parts, tr, ok := km.DiffusersParts(n)
 		if !ok {
 			continue
 		}
-		comp, rest, _ := strings.Cut(dn, "/")
-		v := views[comp]
-		v.toSrc[rest] = n
-		v.names = append(v.names, rest)
+		for i, dn := range parts {
+			comp, rest, _ := strings.Cut(dn, "/")
+			v := views[comp]
+			v.toSrc[rest] = n
+			v.names = append(v.names, rest)
+			if len(parts) > 1 || tr {
+				v.parts[rest] = partRef{i, len(parts), tr}
+			}
+		}
 	}
-	for _, comp := range DiffusersComponents {
+	for _, comp := range comps {
+		if len(views[comp].names) == 0 && !slices.Contains(DiffusersComponents, comp) {
+			continue // no SDXL second text encoder
+		}
 		cdir := filepath.Join(dir, comp)
 		if err := os.MkdirAll(cdir, 0o755); err != nil {
 			return err
@@ -337,12 +426,12 @@ func WriteDiffusers(dir string, src tensor.Source, opts DiffusersWriteOptions) e
 		sort.Strings(v.names)
 		if len(v.names) > 0 {
 			file := "diffusion_pytorch_model"
-			if comp == "text_encoder" {
+			if strings.HasPrefix(comp, "text_encoder") {
 				file = "model"
 			}
 			var err error
 			if opts.Torch {
-				if comp == "text_encoder" {
+				if strings.HasPrefix(comp, "text_encoder") {
 					file = "pytorch_model"
 				}
 				err = WriteTorchZip(filepath.Join(cdir, file+".bin"), v, WriteOptions{}, false)
@@ -385,6 +474,13 @@ type renamedSource struct {
 	src   tensor.Source
 	toSrc map[string]string
 	names []string
+	parts map[string]partRef // names that are a part of an ldm tensor
+}
+
+// partRef locates one diffusers part of an ldm tensor (see splitPart).
+type partRef struct {
+	i, n      int
+	transpose bool
 }
 
 func (r *renamedSource) Names() []string { return append([]string(nil), r.names...) }
@@ -397,6 +493,9 @@ func (r *renamedSource) Get(name string) (*tensor.Tensor, bool) {
 	t, ok := r.src.Get(ldm)
 	if !ok {
 		return nil, false
+	}
+	if p, ok := r.parts[name]; ok {
+		return splitPart(t, p.i, p.n, p.transpose), true
 	}
 	return toDiffusersShape(ldm, t), true
 }
@@ -421,6 +520,9 @@ func (r *renamedSource) Stored(name string) (string, []int, bool) {
 	}
 	if isVAEAttnMatrix(ldm) && len(shape) == 4 {
 		shape = shape[:2]
+	}
+	if p, ok := r.parts[name]; ok {
+		shape = partShape(shape, p.n, p.transpose)
 	}
 	return dt, shape, true
 }

@@ -26,14 +26,19 @@ const (
 // VAE levels there are), so it serves any SD 1.x/2.x-style model size.
 // Names without a counterpart (DDPM schedule buffers, EMA copies) do not map.
 //
-// TODO: SD 2.x OpenCLIP (cond_stage_model.model.*) and SDXL's second text
-// encoder need fused-qkv splitting; SDXL's UNet and first text encoder map
-// through the same rules (label_emb, conditioner.embedders.0) already.
+// The OpenCLIP text encoders (SD 2.x cond_stage_model.model.*, SDXL's
+// conditioner.embedders.1.model.*) map to diffusers' text_encoder and
+// text_encoder_2 CLIPTextModels; their fused attention projections and
+// text_projection have no one-to-one counterpart: see DiffusersParts
+// (ToDiffusers reports false for them, ToLDM maps each part to the fused
+// name). SDXL's first text encoder lives under conditioner.embedders.0.
 type KeyMap struct {
-	unetLayers int          // resnets per UNet down level (layers_per_block)
-	upAttn     map[int]bool // diffusers up_blocks index -> has attentions
-	vaeLevels  int          // number of VAE resolution levels
-	clipLDM    string       // ldm prefix of the text model
+	// openCLIPText: the diffusers text_encoder is SD 2.x's OpenCLIP.
+	openCLIPText bool
+	unetLayers   int          // resnets per UNet down level (layers_per_block)
+	upAttn       map[int]bool // diffusers up_blocks index -> has attentions
+	vaeLevels    int          // number of VAE resolution levels
+	clipLDM      string       // ldm prefix of the text model
 }
 
 // NewKeyMap derives a KeyMap from tensor names, either all in the ldm layout
@@ -63,6 +68,8 @@ func NewKeyMap(names []string) (*KeyMap, error) {
 		case strings.HasPrefix(n, "vae/decoder.up_blocks."):
 			i, _ := splitIndex(strings.TrimPrefix(n, "vae/decoder.up_blocks."))
 			m.vaeLevels = max(m.vaeLevels, i+1)
+		case strings.HasPrefix(n, PrefixOpenCLIPSD2):
+			m.openCLIPText = true
 		case strings.HasPrefix(n, "conditioner.embedders.0.transformer.text_model."),
 			strings.HasPrefix(n, "unet/add_embedding."), strings.HasPrefix(n, "text_encoder_2/"):
 			// SDXL keeps its first text encoder under the conditioner.
@@ -162,6 +169,13 @@ func (m *KeyMap) ToDiffusers(name string) (string, bool) {
 	case strings.HasPrefix(name, m.clipLDM):
 		return "text_encoder/text_model." + strings.TrimPrefix(name, m.clipLDM), true
 	}
+	if comp, prefix, ok := m.openCLIPComponent(name); ok {
+		parts, tr, ok := openCLIPToDiff(strings.TrimPrefix(name, prefix))
+		if !ok || len(parts) != 1 || tr {
+			return "", false
+		}
+		return comp + "/" + parts[0], true
+	}
 	return "", false
 }
 
@@ -179,10 +193,20 @@ func (m *KeyMap) ToLDM(name string) (string, bool) {
 		l, ok := m.vaeToLDM(rest)
 		return PrefixVAE + l, ok
 	case "text_encoder":
+		if m.openCLIPText {
+			l, ok := openCLIPToLDM(rest)
+			if !ok || l == "text_projection" {
+				return "", false
+			}
+			return PrefixOpenCLIPSD2 + l, true
+		}
 		if !strings.HasPrefix(rest, "text_model.") {
 			return "", false
 		}
 		return m.clipLDM + strings.TrimPrefix(rest, "text_model."), true
+	case "text_encoder_2":
+		l, ok := openCLIPToLDM(rest)
+		return PrefixOpenCLIPSDXL + l, ok
 	}
 	return "", false
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/tensor"
 )
 
 // Write generates the model described by opts and writes it to opts.Output:
@@ -42,9 +44,32 @@ func Write(opts Options) error {
 		if err != nil {
 			return err
 		}
-		return ckpt.WriteDiffusers(opts.Output, src, dopts)
+		c, _ := opts.config()
+		var out tensor.Source = src
+		if c.family == "sd21" {
+			// Diffusers' SD 2.x text encoder drops OpenCLIP's last layer,
+			// which SD 2.x never uses.
+			out = dropPrefix{src, fmt.Sprintf("%stransformer.resblocks.%d.", c.ocPrefix, c.ocLayers-1)}
+		}
+		return ckpt.WriteDiffusers(opts.Output, out, dopts)
 	}
 	return fmt.Errorf("testmodel: layout %q: want single, ckpt or diffusers", opts.Layout)
+}
+
+// dropPrefix hides the tensors under a prefix.
+type dropPrefix struct {
+	*Source
+	prefix string
+}
+
+func (d dropPrefix) Names() []string {
+	var out []string
+	for _, n := range d.Source.Names() {
+		if !strings.HasPrefix(n, d.prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func sizeName(s string) string {
@@ -56,33 +81,50 @@ func sizeName(s string) string {
 
 // DefaultConfigDir finds ../shared/models/sd15 from the repository root
 // (the folder above the working directory that holds go.mod).
-func DefaultConfigDir() (string, error) {
+func DefaultConfigDir() (string, error) { return defaultDir("sd15") }
+
+// familyDir names the shared config folder of a family.
+func familyDir(family string) string {
+	switch family {
+	case "sd21", "sdxl":
+		return family
+	}
+	return "sd15"
+}
+
+func defaultDir(sub string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "models", "sd15")
+			p := filepath.Join(dir, "..", "shared", "models", sub)
 			if _, err := os.Stat(filepath.Join(p, "model_index.json")); err != nil {
-				return "", fmt.Errorf("testmodel: no SD 1.5 configs at %s (set ConfigDir): %w", p, err)
+				return "", fmt.Errorf("testmodel: no %s configs at %s (set ConfigDir): %w", sub, p, err)
 			}
 			return p, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("testmodel: no go.mod above the working directory to find ../shared/models/sd15 (set ConfigDir)")
+			return "", fmt.Errorf("testmodel: no go.mod above the working directory to find ../shared/models/%s (set ConfigDir)", sub)
 		}
 		dir = parent
 	}
 }
 
-// diffusersFiles loads the real SD 1.5 configs and adapts them to the size.
+// diffusersFiles loads the family's real configs and adapts them to the
+// size. SD 2.x and SDXL use CLIP's vocabulary too: without TokenizerDir
+// their tokenizer files come from ../shared/models/sd15/tokenizer.
 func diffusersFiles(opts Options) (ckpt.DiffusersWriteOptions, error) {
 	var out ckpt.DiffusersWriteOptions
+	c, err := opts.config()
+	if err != nil {
+		return out, err
+	}
 	cdir := opts.ConfigDir
 	if cdir == "" {
-		d, err := DefaultConfigDir()
+		d, err := defaultDir(familyDir(c.family))
 		if err != nil {
 			return out, err
 		}
@@ -91,6 +133,13 @@ func diffusersFiles(opts Options) (ckpt.DiffusersWriteOptions, error) {
 	tdir := opts.TokenizerDir
 	if tdir == "" {
 		tdir = filepath.Join(cdir, "tokenizer")
+		if c.family == "sd21" || c.family == "sdxl" {
+			d, err := defaultDir("sd15")
+			if err != nil {
+				return out, err
+			}
+			tdir = filepath.Join(d, "tokenizer")
+		}
 	}
 	if _, err := os.Stat(filepath.Join(tdir, "vocab.json")); err != nil {
 		return out, fmt.Errorf("testmodel: tokenizer folder %s has no vocab.json: %w", tdir, err)
@@ -104,9 +153,8 @@ func diffusersFiles(opts Options) (ckpt.DiffusersWriteOptions, error) {
 	out.Configs = map[string][]byte{}
 	files := map[string]string{"unet": "unet/config.json", "vae": "vae/config.json",
 		"text_encoder": "text_encoder/config.json", "scheduler": "scheduler/scheduler_config.json"}
-	c, err := opts.config()
-	if err != nil {
-		return out, err
+	if c.family == "sdxl" {
+		files["text_encoder_2"] = "text_encoder_2/config.json"
 	}
 	for comp, f := range files {
 		b, err := os.ReadFile(filepath.Join(cdir, f))
@@ -157,6 +205,25 @@ func adaptConfig(comp string, b []byte, c *config) ([]byte, error) {
 		m["layers_per_block"] = c.unetNumRes
 		m["cross_attention_dim"] = c.ctxDim
 		m["attention_head_dim"] = c.unetHeads
+		if c.unetHeadCh > 0 {
+			heads := make([]int, len(chans))
+			for i, w := range chans {
+				heads[i] = c.heads(w)
+			}
+			m["attention_head_dim"] = heads
+		}
+		if c.unetDepth != nil {
+			d := make([]int, len(chans))
+			for i := range d {
+				d[i] = max(1, c.unetDepth[i])
+			}
+			d[len(d)-1] = c.mid() // diffusers' middle block takes the last level's depth
+			m["transformer_layers_per_block"] = d
+		}
+		if c.admIn > 0 {
+			m["projection_class_embeddings_input_dim"] = c.admIn
+			m["addition_time_embed_dim"] = c.timeDim
+		}
 		m["in_channels"] = c.unetIn
 		m["out_channels"] = c.unetOut
 		m["norm_num_groups"] = 32
@@ -171,7 +238,21 @@ func adaptConfig(comp string, b []byte, c *config) ([]byte, error) {
 		m["layers_per_block"] = c.vaeNumRes
 		m["latent_channels"] = c.vaeZ
 		m["norm_num_groups"] = 32
+	case "text_encoder_2":
+		m["hidden_size"] = c.ocDim
+		m["intermediate_size"] = c.ocFF
+		m["num_attention_heads"] = c.ocDim / 64
+		m["num_hidden_layers"] = c.ocLayers
+		m["projection_dim"] = c.ocProj
 	case "text_encoder":
+		if c.noCLIP { // SD 2.x: OpenCLIP without its last layer
+			m["hidden_size"] = c.ocDim
+			m["intermediate_size"] = c.ocFF
+			m["num_attention_heads"] = c.ocDim / 64
+			m["num_hidden_layers"] = c.ocLayers - 1
+			m["vocab_size"] = c.clipVocab
+			break
+		}
 		m["hidden_size"] = c.clipDim
 		m["intermediate_size"] = c.clipFF
 		m["num_attention_heads"] = c.clipHeads

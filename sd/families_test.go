@@ -1,0 +1,115 @@
+package sd
+
+import (
+	"context"
+	"image"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/gosd/gosd/sd/internal/testckpt"
+	"github.com/gosd/gosd/sd/tensor"
+	"github.com/gosd/gosd/sd/testmodel"
+)
+
+// writeFamily writes a tiny random model of family in layout and returns its path.
+func writeFamily(t *testing.T, family, layout string) string {
+	t.Helper()
+	name := map[string]string{"single": "m.safetensors", "ckpt": "m.ckpt", "diffusers": "m"}[layout]
+	out := filepath.Join(t.TempDir(), name)
+	opts := testmodel.Options{Family: family, Size: "tiny", DType: tensor.F16, Layout: layout, Seed: testmodel.DefaultSeed, Output: out}
+	if layout == "diffusers" {
+		shared := testckpt.SharedDir(t)
+		opts.ConfigDir = filepath.Join(shared, "models", family)
+		opts.TokenizerDir = filepath.Join(shared, "models", "sd15", "tokenizer")
+	}
+	if err := testmodel.Write(opts); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func generateFamily(t *testing.T, path, pred string, req Request) (*Pipeline, *Result) {
+	t.Helper()
+	tok := filepath.Join(testckpt.SharedDir(t), "models", "sd15", "tokenizer")
+	p, err := Load(context.Background(), path, Options{Tokenizer: tok, Prediction: pred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	res, err := p.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, res
+}
+
+func samePixels(t *testing.T, what string, a, b image.Image) {
+	t.Helper()
+	if a.Bounds() != b.Bounds() {
+		t.Fatalf("%s: bounds %v vs %v", what, a.Bounds(), b.Bounds())
+	}
+	pa, pb := pixels(a), pixels(b)
+	for i := range pa {
+		if pa[i] != pb[i] {
+			t.Fatalf("%s: pixel byte %d differs: %d vs %d", what, i, pa[i], pb[i])
+		}
+	}
+}
+
+// spread reports the standard deviation of an image's bytes, to show it is not flat.
+func spread(img image.Image) float64 {
+	pix := pixels(img)
+	var s, s2 float64
+	for _, v := range pix {
+		s += float64(v)
+		s2 += float64(v) * float64(v)
+	}
+	n := float64(len(pix))
+	return math.Sqrt(s2/n - (s/n)*(s/n))
+}
+
+// pixels returns an image's 8-bit RGBA bytes.
+func pixels(img image.Image) []uint8 {
+	switch m := img.(type) {
+	case *image.RGBA:
+		return m.Pix
+	case *image.NRGBA:
+		return m.Pix
+	}
+	panic("unexpected image type")
+}
+
+func familyRequest() Request {
+	return Request{Prompt: "a (red:1.2) fox, BREAK snow", Negative: "blurry", Width: 64, Height: 48, Steps: 2,
+		CFG: 5, Sampler: "euler", Seed: 7}
+}
+
+func TestFamiliesAcrossLayouts(t *testing.T) {
+	for _, fam := range []struct{ name, family, pred string }{
+		{"sd21", "sd2", "v"}, {"sdxl", "sdxl", "eps"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			var ref *Result
+			for _, layout := range []string{"single", "ckpt", "diffusers"} {
+				path := writeFamily(t, fam.name, layout)
+				pred := fam.pred
+				if layout == "diffusers" {
+					pred = "" // read from scheduler_config.json
+				}
+				p, res := generateFamily(t, path, pred, familyRequest())
+				if p.Family() != fam.family || p.Prediction() != fam.pred {
+					t.Fatalf("%s: family %s prediction %s, want %s %s", layout, p.Family(), p.Prediction(), fam.family, fam.pred)
+				}
+				if sd := spread(res.Image); sd < 1 {
+					t.Fatalf("%s: flat image (std %.3f)", layout, sd)
+				}
+				if ref == nil {
+					ref = res
+					continue
+				}
+				samePixels(t, fam.name+" single vs "+layout, ref.Image, res.Image)
+			}
+		})
+	}
+}
