@@ -609,3 +609,30 @@ func TestCPUEnvPortable(t *testing.T) {
 		t.Fatalf("child with GOSD_CPU=portable failed: %v\n%s", err, out)
 	}
 }
+
+// TestCPUThreads checks SetThreads and that results do not depend on the
+// thread count (each output element is summed in the same order).
+func TestCPUThreads(t *testing.T) {
+	be := NewCPU()
+	defer be.SetThreads(0)
+	rng := rand.New(rand.NewSource(10))
+	x := randF32(rng, -1, 1, 2, 9, 33, 35)
+	w := asDType(randF32(rng, -1, 1, 40, 9, 3, 3), F16)
+	q := randF32(rng, -1, 1, 1, 300, 80)
+	var outs [2][]float32
+	for i, n := range []int{1, 3} {
+		be.SetThreads(n)
+		if be.Threads() != n {
+			t.Fatalf("Threads() = %d after SetThreads(%d)", be.Threads(), n)
+		}
+		y, a := New(2, 40, 33, 35), New(1, 300, 80)
+		if err := be.Conv2D(y, x, w, nil, Pad(1, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Attention(a, q, q, q, 2, false); err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = append(y.F32, a.F32...)
+	}
+	exact(t, "1 thread vs 3 threads", outs[1], outs[0])
+}
