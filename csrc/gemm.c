@@ -214,18 +214,11 @@ sdi_cvt_fn sdi_get_cvt(void) { return sdi_isa() == SD_ISA_AVX512 ? cvt_avx512 : 
 
 /* ---- packing ---- */
 
-/*
- * Run copiers: o[j] = row[ix0 + j*stride] for j < len, 0 where the index is
- * outside [0, w) (zero padding).
- */
-typedef void (*sdi_run_fn)(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
-			   int64_t stride);
-
 typedef struct {
 	sdi_ukr_fn ukr;
 	sdi_cvt_fn cvt;
 	sdi_tpack_fn tpack;
-	sdi_run_fn run;
+	void (*im2col)(const sdi_conv_geo *, float *, int64_t, int64_t, int64_t, int64_t);
 	float *apack, *bpack, *row, *tmp;
 } sdi_ctx;
 
@@ -278,6 +271,10 @@ static void pack_a(const sdi_gemm *g, sdi_ctx *x, float *apack, int64_t i0, int6
 	}
 }
 
+/*
+ * Run copiers: o[j] = row[ix0 + j*stride] for j < len, 0 where the index is
+ * outside [0, w) (zero padding).
+ */
 static void run_portable(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
 			 int64_t stride)
 {
@@ -340,44 +337,50 @@ SDI_AVX512 static void run_avx512(float *o, const float *row, int64_t ix0, int64
 }
 
 /* pack_b_im2col packs one NR panel of im2col(x): columns [j0, j0+nr), depth [p0, p0+kc). */
-static void pack_b_im2col(const sdi_conv_geo *q, sdi_run_fn run, float *d, int64_t j0, int64_t nr,
-			  int64_t p0, int64_t kc)
-{
-	/* Split the panel's columns into runs that lie in one output row. */
-	int64_t seg_j[SDI_NR], seg_len[SDI_NR], seg_oy[SDI_NR], seg_ox[SDI_NR];
-	int nseg = 0;
-	for (int64_t j = 0; j < nr;) {
-		int64_t pos = j0 + j, oy = pos / q->wo, ox = pos % q->wo;
-		int64_t len = q->wo - ox < nr - j ? q->wo - ox : nr - j;
-		seg_j[nseg] = j, seg_len[nseg] = len, seg_oy[nseg] = oy, seg_ox[nseg] = ox;
-		nseg++;
-		j += len;
-	}
-	int64_t khw = q->kh * q->kw;
-	int64_t ci = p0 / khw, r = p0 % khw, ky = r / q->kw, kx = r % q->kw;
-	for (int64_t p = 0; p < kc; p++) {
-		float *dr = d + p * SDI_NR;
-		const float *plane = q->x + ci * q->h * q->w;
-		for (int s = 0; s < nseg; s++) {
-			float *o = dr + seg_j[s];
-			int64_t len = seg_len[s];
-			int64_t iy = seg_oy[s] * q->stride - q->pt + ky;
-			if (iy < 0 || iy >= q->h) {
-				memset(o, 0, (size_t)len * sizeof(float));
-				continue;
-			}
-			const float *row = plane + iy * q->w;
-			run(o, row, seg_ox[s] * q->stride - q->pl + kx, len, q->w, q->stride);
-		}
-		for (int64_t j = nr; j < SDI_NR; j++)
-			dr[j] = 0;
-		if (++kx == q->kw) {
-			kx = 0;
-			if (++ky == q->kh)
-				ky = 0, ci++;
-		}
-	}
+#define SDI_IM2COL_BODY(RUN) { \
+	/* Split the panel's columns into runs that lie in one output row. */ \
+	int64_t seg_j[SDI_NR], seg_len[SDI_NR], seg_oy[SDI_NR], seg_ox[SDI_NR]; \
+	int nseg = 0; \
+	for (int64_t j = 0; j < nr;) { \
+		int64_t pos = j0 + j, oy = pos / q->wo, ox = pos % q->wo; \
+		int64_t len = q->wo - ox < nr - j ? q->wo - ox : nr - j; \
+		seg_j[nseg] = j, seg_len[nseg] = len, seg_oy[nseg] = oy, seg_ox[nseg] = ox; \
+		nseg++; \
+		j += len; \
+	} \
+	int64_t khw = q->kh * q->kw; \
+	int64_t ci = p0 / khw, r = p0 % khw, ky = r / q->kw, kx = r % q->kw; \
+	for (int64_t p = 0; p < kc; p++) { \
+		float *dr = d + p * SDI_NR; \
+		const float *plane = q->x + ci * q->h * q->w; \
+		for (int s = 0; s < nseg; s++) { \
+			float *o = dr + seg_j[s]; \
+			int64_t len = seg_len[s]; \
+			int64_t iy = seg_oy[s] * q->stride - q->pt + ky; \
+			if (iy < 0 || iy >= q->h) { \
+				memset(o, 0, (size_t)len * sizeof(float)); \
+				continue; \
+			} \
+			const float *row = plane + iy * q->w; \
+			RUN(o, row, seg_ox[s] * q->stride - q->pl + kx, len, q->w, q->stride); \
+		} \
+		for (int64_t j = nr; j < SDI_NR; j++) \
+			dr[j] = 0; \
+		if (++kx == q->kw) { \
+			kx = 0; \
+			if (++ky == q->kh) \
+				ky = 0, ci++; \
+		} \
+	} \
 }
+
+static void pack_b_im2col_portable(const sdi_conv_geo *q, float *d, int64_t j0, int64_t nr,
+				   int64_t p0, int64_t kc)
+SDI_IM2COL_BODY(run_portable)
+
+SDI_AVX512 static void pack_b_im2col_avx512(const sdi_conv_geo *q, float *d, int64_t j0,
+					    int64_t nr, int64_t p0, int64_t kc)
+SDI_IM2COL_BODY(run_avx512)
 
 /* pack_b packs columns [j0, j0+nc) and depth [p0, p0+kc) of B into NR-column panels. */
 static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t img, int64_t j0, int64_t nc, int64_t p0,
@@ -412,7 +415,7 @@ static void pack_b(const sdi_gemm *g, sdi_ctx *x, int64_t img, int64_t j0, int64
 			break;
 		}
 		default:
-			pack_b_im2col(&geo, x->run, d, jj, nr, p0, kc);
+			x->im2col(&geo, d, jj, nr, p0, kc);
 		}
 	}
 }
@@ -545,8 +548,9 @@ int sdi_gemm_run(const sdi_gemm *g)
 		/* Thread-local scratch, kept between calls: no page faults per call. */
 		int64_t asz = (kc * mc + 15) & ~(int64_t)15, bsz = (kc * nc + 15) & ~(int64_t)15;
 		float *s = sdi_scratch(0, sizeof(float) * (size_t)(asz + bsz + SDI_MR * SDI_NR + kc));
-		sdi_ctx x = {ukr, cvt, sdi_get_tpack(), sdi_isa() == SD_ISA_AVX512 ? run_avx512 : run_portable,
-			     s, NULL, NULL, NULL};
+		sdi_ctx x = {ukr, cvt, sdi_get_tpack(),
+			     sdi_isa() == SD_ISA_AVX512 ? pack_b_im2col_avx512 : pack_b_im2col_portable, s,
+			     NULL, NULL, NULL};
 		if (!s) {
 #pragma omp atomic write
 			failed = 1;
