@@ -136,7 +136,33 @@ func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
 		return err
 	}
 	p.pred, err = p.detectPrediction(opts.Prediction)
+	markKnownUnused(rec)
 	return err
+}
+
+// markKnownUnused marks the tensors SD 2.x and SDXL files carry that the
+// pipeline deliberately does not read, so that they raise no warning:
+// OpenCLIP's logit_scale, SD 2.x's text_projection and last layer (it
+// conditions on the penultimate one) and SDXL CLIP's position_ids.
+func markKnownUnused(rec *recorder) {
+	last := -1
+	for _, n := range rec.Checkpoint.Names() {
+		if rest, ok := strings.CutPrefix(n, clip.OpenCLIPPrefixSD2+"transformer.resblocks."); ok {
+			var i int
+			if _, err := fmt.Sscanf(rest, "%d.", &i); err == nil {
+				last = max(last, i)
+			}
+		}
+	}
+	lastLayer := fmt.Sprintf("%stransformer.resblocks.%d.", clip.OpenCLIPPrefixSD2, last)
+	for _, n := range rec.Checkpoint.Names() {
+		switch {
+		case strings.HasSuffix(n, "model.logit_scale"), n == clip.OpenCLIPPrefixSD2+"text_projection",
+			n == prefixCLIPXL+"embeddings.position_ids",
+			last >= 0 && rec.Checkpoint.Diffusers == nil && strings.HasPrefix(n, lastLayer):
+			rec.used[n] = true
+		}
+	}
 }
 
 // detectPrediction picks the prediction type: an explicit choice, then a

@@ -3,8 +3,10 @@ package sd
 import (
 	"context"
 	"image"
+	"log/slog"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gosd/gosd/sd/internal/testckpt"
@@ -112,4 +114,49 @@ func TestFamiliesAcrossLayouts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFamilyPrediction: an SD 2.x single file without an explicit choice
+// runs A1111's v-parameterization test (a random model is not v), an
+// explicit "v" changes the image, a bad value is refused, and loading
+// reads every tensor except the known extras (no warning).
+func TestFamilyPrediction(t *testing.T) {
+	path := writeFamily(t, "sd21", "single")
+	req := familyRequest()
+	p, eps := generateFamily(t, path, "", req)
+	if p.Prediction() != PredictionEps {
+		t.Fatalf("detected %s for a random SD 2.x model, want eps", p.Prediction())
+	}
+	_, v := generateFamily(t, path, "v", req)
+	if bytesEqual(pixels(eps.Image), pixels(v.Image)) {
+		t.Fatal("v-prediction gave the eps image")
+	}
+	tok := filepath.Join(testckpt.SharedDir(t), "models", "sd15", "tokenizer")
+	if _, err := Load(context.Background(), path, Options{Tokenizer: tok, Prediction: "x0"}); err == nil ||
+		!strings.Contains(err.Error(), "x0") {
+		t.Fatalf("bad prediction type: %v", err)
+	}
+	for _, m := range []string{path, writeFamily(t, "sdxl", "single"), writeFamily(t, "sd21", "diffusers")} {
+		var logs strings.Builder
+		q, err := Load(context.Background(), m, Options{Tokenizer: tok, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Close()
+		if strings.Contains(logs.String(), "does not use") {
+			t.Fatalf("%s: unexpected warning: %s", m, logs.String())
+		}
+	}
+}
+
+func bytesEqual(a, b []uint8) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
