@@ -163,7 +163,7 @@ func TestGenerateBadInput(t *testing.T) {
 			want: []string{"lie-order.safetensors", "not an ordered range"}},
 		{name: "valid safetensors, not SD", model: writeFile(t, bad, "other.safetensors",
 			safetensorsFile(t, map[string]any{"w": f32x4(0, 16)}, make([]byte, 16))),
-			want: []string{"other.safetensors", "not a Stable Diffusion 1.x checkpoint"}},
+			want: []string{"other.safetensors", "not a Stable Diffusion", "no UNet"}},
 		{name: "html page", model: cliFixture("download-page.safetensors"),
 			want: []string{"download-page.safetensors", "HTML page"}},
 		{name: "git lfs pointer", model: cliFixture("lfs-pointer.safetensors"),

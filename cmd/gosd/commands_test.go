@@ -173,7 +173,7 @@ func TestTestModelCommand(t *testing.T) {
 		{"dtype", []string{"--dtype", "f8"}, 2, `--dtype "f8": want f32, f16 or bf16`},
 		{"size", []string{"--size", "huge"}, 1, `size "huge": want tiny or full`},
 		{"layout", []string{"--layout", "onnx"}, 1, `layout "onnx": want single, ckpt or diffusers`},
-		{"family", []string{"--family", "sdxl"}, 1, `family "sdxl" is not supported`},
+		{"family", []string{"--family", "kandinsky"}, 1, `family "kandinsky" is not supported`},
 		{"no output", []string{"--output", ""}, 2, "--output is required"},
 		{"seed", []string{"--seed", "-1"}, 2, "invalid value"},
 		{"unknown flag", []string{"--colour", "red"}, 2, "flag provided but not defined: -colour"},
