@@ -79,7 +79,7 @@ func (*Ref) Linear(y, x, w, b *Tensor) error {
 	if err := checkF32("linear", y, x); err != nil {
 		return err
 	}
-	if len(w.Shape) != 2 || x.Dim(-1) != w.Shape[1] || y.Dim(-1) != w.Shape[0] ||
+	if len(w.Shape) != 2 || w.Shape[0] < 1 || w.Shape[1] < 1 || x.Dim(-1) != w.Shape[1] || y.Dim(-1) != w.Shape[0] ||
 		x.Numel()/w.Shape[1] != y.Numel()/w.Shape[0] || (b != nil && b.Numel() != w.Shape[0]) {
 		return bad("linear", []*Tensor{x, w, b, y}, "want x [..., K], w [N, K], b [N], y [..., N]")
 	}
