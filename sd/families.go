@@ -39,6 +39,12 @@ func (p *Pipeline) Family() string { return p.family }
 // Prediction is the UNet's prediction type in use: PredictionEps or PredictionV.
 func (p *Pipeline) Prediction() string { return p.pred }
 
+// PredictionSource says how Prediction was chosen: "option"
+// (Options.Prediction), "scheduler_config.json" (a diffusers folder),
+// "a1111-test" (SD 2.x single files: see detectPrediction) or "family"
+// (eps for SD 1.x and SDXL single files).
+func (p *Pipeline) PredictionSource() string { return p.predSrc }
+
 // loadFamily builds the text encoder(s), UNet, VAE and schedule of the
 // checkpoint's family and picks the prediction type.
 func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
@@ -135,7 +141,7 @@ func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
 	if p.sched, err = loadSchedule(rec); err != nil {
 		return err
 	}
-	p.pred, err = p.detectPrediction(opts.Prediction)
+	p.pred, p.predSrc, err = p.detectPrediction(opts.Prediction)
 	markKnownUnused(rec)
 	return err
 }
@@ -171,42 +177,43 @@ func markKnownUnused(rec *recorder) {
 // 8x8 with a constant 0.5 context of 2 tokens: a mean of output minus
 // input below -1 means v-prediction; the released 768-v models give about
 // -1.3 or less, the eps models about 0), else eps.
-func (p *Pipeline) detectPrediction(explicit string) (string, error) {
+func (p *Pipeline) detectPrediction(explicit string) (pred, source string, err error) {
 	switch strings.ToLower(explicit) {
 	case "eps", "epsilon":
-		return PredictionEps, nil
+		return PredictionEps, "option", nil
 	case "v", "v_prediction", "v-prediction":
-		return PredictionV, nil
+		return PredictionV, "option", nil
 	case "":
 	default:
-		return "", fmt.Errorf("prediction type %q: want eps or v", explicit)
+		return "", "", fmt.Errorf("prediction type %q: want eps or v", explicit)
 	}
 	if raw := componentConfig(p.ck, "scheduler"); raw != nil {
 		var sc struct {
 			Prediction string `json:"prediction_type"`
 		}
+		const src = "scheduler_config.json"
 		if err := json.Unmarshal(raw, &sc); err != nil {
-			return "", fmt.Errorf("scheduler/scheduler_config.json: %w", err)
+			return "", "", fmt.Errorf("scheduler/scheduler_config.json: %w", err)
 		}
 		switch sc.Prediction {
 		case "", "epsilon":
-			return PredictionEps, nil
+			return PredictionEps, src, nil
 		case "v_prediction":
-			return PredictionV, nil
+			return PredictionV, src, nil
 		}
-		return "", fmt.Errorf("scheduler/scheduler_config.json: prediction_type %q not supported", sc.Prediction)
+		return "", "", fmt.Errorf("scheduler/scheduler_config.json: prediction_type %q not supported", sc.Prediction)
 	}
 	if p.family != "sd2" {
-		return PredictionEps, nil
+		return PredictionEps, "family", nil
 	}
 	v, err := isVPrediction(p.be, p.unet)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if v {
-		return PredictionV, nil
+		return PredictionV, "a1111-test", nil
 	}
-	return PredictionEps, nil
+	return PredictionEps, "a1111-test", nil
 }
 
 // isVPrediction runs AUTOMATIC1111's SD 2.x v-parameterization test.

@@ -124,10 +124,13 @@ func TestFamilyPrediction(t *testing.T) {
 	path := writeFamily(t, "sd21", "single")
 	req := familyRequest()
 	p, eps := generateFamily(t, path, "", req)
-	if p.Prediction() != PredictionEps {
-		t.Fatalf("detected %s for a random SD 2.x model, want eps", p.Prediction())
+	if p.Prediction() != PredictionEps || p.PredictionSource() != "a1111-test" {
+		t.Fatalf("detected %s (%s) for a random SD 2.x model, want eps (a1111-test)", p.Prediction(), p.PredictionSource())
 	}
-	_, v := generateFamily(t, path, "v", req)
+	pv, v := generateFamily(t, path, "v", req)
+	if pv.PredictionSource() != "option" {
+		t.Fatalf("explicit v: source %s", pv.PredictionSource())
+	}
 	if bytesEqual(pixels(eps.Image), pixels(v.Image)) {
 		t.Fatal("v-prediction gave the eps image")
 	}

@@ -84,6 +84,7 @@ type Pipeline struct {
 	mu       sync.Mutex
 	closed   bool
 	release  func()
+	predSrc  string // how pred was chosen (PredictionSource)
 }
 
 // Prefixes of the original single-file layout.

@@ -9,7 +9,17 @@
 // float32, then to F16/BF16 with round-to-nearest-even. GroupNorm/LayerNorm
 // weights are 1 and biases 0. Non-weight tensors (CLIP position_ids I64, the
 // 12 DDPM schedule buffers F32 [1000], model_ema.decay F32 and
-// model_ema.num_updates I32) are always written in the single-file layouts.
+// model_ema.num_updates I32) are always written in the single-file layouts
+// of SD 1.5 and SD 2.1 (SDXL files carry none).
+//
+// Families: "sd15", "sd21" (OpenCLIP ViT-H text encoder under
+// cond_stage_model.model.*, linear transformer projections, 64-channel
+// heads; its diffusers text_encoder drops OpenCLIP's unused last layer, as
+// the released folders do) and "sdxl" (CLIP ViT-L under
+// conditioner.embedders.0, OpenCLIP ViT-bigG under conditioner.embedders.1,
+// label_emb, per-level transformer depth). "full" has the released names
+// and shapes; "tiny" keeps each family's structure at small widths (see
+// sd15Tiny, sd21Tiny, sdxlTiny).
 //
 // The same seed gives the same weights in every layout and dtype rounding,
 // so images made from the single-file, .ckpt and diffusers forms are
