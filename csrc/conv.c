@@ -53,7 +53,7 @@ int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias
 		/* Rows of yᵀ are (image, position) pairs: all images in one GEMM. */
 		sdi_gemm g = {.m = batch * P, .n = o, .k = c * kh * kw, .a_kind = SDI_A_IM2COLT,
 			      .geo = &geo, .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt,
-			      .ldb = c * kh * kw, .c = yt, .ldc = o, .bias_n = bv};
+			      .ldb = c * kh * kw, .c = yt, .ldc = o, .bias_n = bv, .weight = SDI_W_B};
 		st = sdi_gemm_run(&g);
 		for (int64_t n = 0; n < batch && st == SD_OK; n++) {
 			float *yn = y + n * o * P;
@@ -65,7 +65,8 @@ int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias
 	} else {
 		sdi_gemm g = {.m = o, .n = P, .k = c * kh * kw, .a = w, .adt = wdt,
 			      .lda = c * kh * kw, .c = y, .ldc = P, .bias_m = bv,
-			      .batch = batch, .b_bstride = c * h * wd, .c_bstride = o * P};
+			      .batch = batch, .b_bstride = c * h * wd, .c_bstride = o * P,
+			      .weight = SDI_W_A};
 		if (direct) {
 			g.b_kind = SDI_B_ROWS, g.b = x, g.bdt = SD_F32, g.ldb = h * wd;
 		} else {

@@ -220,6 +220,8 @@ typedef struct {
 	sdi_tpack_fn tpack;
 	void (*im2col)(const sdi_conv_geo *, float *, int64_t, int64_t, int64_t, int64_t);
 	float *apack, *bpack, *row, *tmp;
+	uint16_t *a16, *b16; /* bf16 panels (bf16 runs) */
+	const uint16_t *wa, *wb; /* cached bf16 weight panels, or NULL */
 } sdi_ctx;
 
 /* pack_a_im2colt packs rows (output positions) [i0, i0+mr) of im2col(x)ᵀ, depth [p0, p0+kc). */
@@ -487,6 +489,96 @@ static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int
 	}
 }
 
+/*
+ * gemm_tile_bf16 is gemm_tile for bf16 runs: A and B panels are packed in f32
+ * as above, then converted to bf16 pairs (or taken whole from the weight
+ * cache), and the VDPBF16PS micro-kernel runs over pairs of k.
+ */
+static void gemm_tile_bf16(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int64_t n0,
+			   int64_t n1)
+{
+	int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX;
+	int64_t kcb = (g->k + npc - 1) / npc, kcbp = (kcb + 1) & ~(int64_t)1;
+	int has_bias = g->bias_m || g->bias_n;
+	int64_t batch = g->batch > 1 ? g->batch : 1;
+	int whole_a = batch > 1;
+	int64_t mpan = (g->m + SDI_MR - 1) / SDI_MR, npan = (g->n + SDI_NR - 1) / SDI_NR;
+	for (int64_t jc = n0; jc < n1; jc += SDI_NC) {
+		int64_t nc = n1 - jc < SDI_NC ? n1 - jc : SDI_NC;
+		int64_t bi = 0;
+		for (int64_t pc = 0; pc < g->k; pc += kcb, bi++) {
+			int64_t kc = g->k - pc < kcb ? g->k - pc : kcb, kcp = (kc + 1) & ~(int64_t)1;
+			int first = pc == 0;
+			const uint16_t *acache = x->wa ? x->wa + bi * mpan * kcbp * SDI_MR : NULL;
+			if (!acache && whole_a) {
+				pack_a(g, x, x->apack, m0, m1 - m0, pc, kc);
+				for (int64_t ip = 0; ip < m1 - m0; ip += SDI_MR)
+					sdi_panel_bf16(x->apack + (ip / SDI_MR) * kc * SDI_MR, SDI_MR, kc, SDI_MR,
+						       x->a16 + (ip / SDI_MR) * kcp * SDI_MR);
+			}
+			for (int64_t img = 0; img < batch; img++) {
+				float *c = g->c + img * g->c_bstride;
+				const uint16_t *bblk;
+				int64_t bstride;
+				if (x->wb) {
+					bblk = x->wb + (bi * npan + jc / SDI_NR) * kcbp * SDI_NR;
+					bstride = kcbp * SDI_NR;
+				} else {
+					pack_b(g, x, img, jc, nc, pc, kc);
+					for (int64_t jp = 0; jp < nc; jp += SDI_NR)
+						sdi_panel_bf16(x->bpack + (jp / SDI_NR) * kc * SDI_NR, SDI_NR, kc,
+							       SDI_NR, x->b16 + (jp / SDI_NR) * kcp * SDI_NR);
+					bblk = x->b16;
+					bstride = kcp * SDI_NR;
+				}
+				for (int64_t ic = m0; ic < m1; ic += SDI_MC) {
+					int64_t mc = m1 - ic < SDI_MC ? m1 - ic : SDI_MC;
+					const uint16_t *ablk;
+					int64_t astride = kcp * SDI_MR;
+					if (acache) {
+						ablk = acache + (ic / SDI_MR) * kcbp * SDI_MR;
+						astride = kcbp * SDI_MR;
+					} else if (whole_a) {
+						ablk = x->a16 + ((ic - m0) / SDI_MR) * kcp * SDI_MR;
+					} else {
+						pack_a(g, x, x->apack, ic, mc, pc, kc);
+						for (int64_t ip = 0; ip < mc; ip += SDI_MR)
+							sdi_panel_bf16(x->apack + (ip / SDI_MR) * kc * SDI_MR, SDI_MR,
+								       kc, SDI_MR, x->a16 + (ip / SDI_MR) * kcp * SDI_MR);
+						ablk = x->a16;
+					}
+					for (int64_t jr = 0; jr < nc; jr += SDI_NR) {
+						int64_t nr = nc - jr < SDI_NR ? nc - jr : SDI_NR;
+						const uint16_t *bp = bblk + (jr / SDI_NR) * bstride;
+						for (int64_t ir = 0; ir < mc; ir += SDI_MR) {
+							int64_t mr = mc - ir < SDI_MR ? mc - ir : SDI_MR;
+							const uint16_t *ap = ablk + (ir / SDI_MR) * astride;
+							int64_t i = ic + ir, j = jc + jr;
+							float *cp = c + i * g->ldc + j;
+							if (mr == SDI_MR && nr == SDI_NR) {
+								if (first && has_bias)
+									fill_bias(g, cp, g->ldc, i, j, mr, nr);
+								sdi_ukr_bf16(kcp / 2, ap, bp, cp, g->ldc, !first || has_bias);
+								continue;
+							}
+							sdi_ukr_bf16(kcp / 2, ap, bp, x->tmp, SDI_NR, 0);
+							if (first && has_bias)
+								fill_bias(g, cp, g->ldc, i, j, mr, nr);
+							for (int64_t a = 0; a < mr; a++)
+								for (int64_t b = 0; b < nr; b++) {
+									float v = x->tmp[a * SDI_NR + b];
+									if (!first || has_bias)
+										v += cp[a * g->ldc + b];
+									cp[a * g->ldc + b] = v;
+								}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 /* split chooses a tm x tn grid of nt threads for an m x n output. */
 static void split(int64_t m, int64_t n, int nt, int *tm, int *tn)
 {
@@ -527,6 +619,15 @@ int sdi_gemm_run(const sdi_gemm *g)
 	int failed = 0;
 	sdi_ukr_fn ukr = sdi_get_ukr();
 	sdi_cvt_fn cvt = sdi_get_cvt();
+	int bf16 = sdi_bf16();
+	const uint16_t *wa = NULL, *wb = NULL;
+	if (bf16) {
+		int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX, kcb = (g->k + npc - 1) / npc;
+		if (g->weight == SDI_W_A && g->a_kind == SDI_A_ROWS)
+			wa = sdi_wcache(g, SDI_W_A, kcb);
+		if (g->weight == SDI_W_B && g->b_kind == SDI_B_TRANS)
+			wb = sdi_wcache(g, SDI_W_B, kcb);
+	}
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
 		int t = 0;
@@ -550,7 +651,7 @@ int sdi_gemm_run(const sdi_gemm *g)
 		float *s = sdi_scratch(0, sizeof(float) * (size_t)(asz + bsz + SDI_MR * SDI_NR + kc));
 		sdi_ctx x = {ukr, cvt, sdi_get_tpack(),
 			     sdi_isa() == SD_ISA_AVX512 ? pack_b_im2col_avx512 : pack_b_im2col_portable, s,
-			     NULL, NULL, NULL};
+			     NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 		if (!s) {
 #pragma omp atomic write
 			failed = 1;
@@ -558,7 +659,20 @@ int sdi_gemm_run(const sdi_gemm *g)
 			x.bpack = s + asz; /* 64-byte aligned: the kernels load B aligned */
 			x.tmp = x.bpack + bsz;
 			x.row = x.tmp + SDI_MR * SDI_NR;
-			gemm_tile(g, &x, m0, m1, n0, n1);
+			if (bf16) {
+				int64_t kcp = (kc + 1) & ~(int64_t)1;
+				x.a16 = sdi_scratch(4, sizeof(uint16_t) * (size_t)(kcp * (mc + nc) + 64));
+				x.b16 = x.a16 ? x.a16 + kcp * mc : NULL;
+				x.wa = wa, x.wb = wb;
+				if (!x.a16) {
+#pragma omp atomic write
+					failed = 1;
+				} else {
+					gemm_tile_bf16(g, &x, m0, m1, n0, n1);
+				}
+			} else {
+				gemm_tile(g, &x, m0, m1, n0, n1);
+			}
 		}
 	}
 	return failed ? SD_ERR_NOMEM : SD_OK;
@@ -581,7 +695,7 @@ int sd_linear(float *y, const float *x, const void *w, int wdt, const void *b, i
 		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "linear: out of memory");
 	sdi_gemm g = {.m = m, .n = n, .k = k, .a = x, .adt = SD_F32, .lda = k,
 		      .b_kind = SDI_B_TRANS, .b = w, .bdt = wdt, .ldb = k,
-		      .c = y, .ldc = n, .bias_n = bias};
+		      .c = y, .ldc = n, .bias_n = bias, .weight = SDI_W_B};
 	int st = sdi_gemm_run(&g);
 	free(bias);
 	if (st)

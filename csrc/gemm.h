@@ -57,7 +57,15 @@ typedef struct {
 	 * c_bstride floats from the first; A is packed once for all of them.
 	 */
 	int64_t batch, b_bstride, c_bstride;
+	/*
+	 * weight: SDI_W_A or SDI_W_B when that operand is a model weight (never
+	 * changed while the process runs), so that bf16 runs may take its packed
+	 * panels from the weight cache; 0 otherwise.
+	 */
+	int weight;
 } sdi_gemm;
+
+enum { SDI_W_A = 1, SDI_W_B = 2 };
 
 /* Micro-kernel: C[MR, NR] (row stride ldc) = (accum ? C : 0) + A·B over k. */
 typedef void (*sdi_ukr_fn)(int64_t k, const float *a, const float *b, float *c, int64_t ldc,
@@ -71,6 +79,28 @@ typedef void (*sdi_cvt_fn)(const void *src, int dt, int64_t off, int64_t n, floa
  */
 typedef void (*sdi_tpack_fn)(const void *src, int dt, int64_t ld, int64_t nrows, int width,
 			     int64_t kc, float *dst, int64_t dstride);
+
+/*
+ * bf16 micro-kernel (AVX512-BF16 VDPBF16PS): C[MR, NR] = (accum ? C : 0) +
+ * A·B over k2 pairs of k, with a [k2][MR][2] and b [k2][NR][2] bf16.
+ */
+typedef void (*sdi_ukr16_fn)(int64_t k2, const uint16_t *a, const uint16_t *b, float *c,
+			     int64_t ldc, int accum);
+void sdi_ukr_bf16(int64_t k2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
+		  int accum);
+/*
+ * sdi_panel_bf16 converts a packed f32 panel src [kc][r] (row stride sstride)
+ * into bf16 pairs dst [(kc+1)/2][r][2], rounding to nearest even; an odd kc
+ * is padded with a zero row. r <= 64.
+ */
+void sdi_panel_bf16(const float *src, int64_t sstride, int64_t kc, int r, uint16_t *dst);
+/*
+ * sdi_wcache returns the whole weight operand (which = SDI_W_A: g->a with R =
+ * SDI_MR; SDI_W_B: g->b with R = SDI_NR) packed in bf16 panels, cached: depth
+ * block i (kcb deep, kcbp = kcb rounded up to even) and panel p lie at
+ * (i*panels + p)*kcbp*R. NULL when the cache budget is spent (pack per call).
+ */
+const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb);
 
 sdi_ukr_fn sdi_get_ukr(void);
 sdi_tpack_fn sdi_get_tpack(void);

@@ -37,12 +37,14 @@
 
 int sdi_threads(void);
 int sdi_isa(void);
+/* sdi_bf16 reports whether matrix products run in bf16 (precision bf16 on an AVX512-BF16 CPU). */
+int sdi_bf16(void);
 /* sdi_fail formats a message into msg and returns status. */
 int sdi_fail(char *msg, int msglen, int status, const char *fmt, ...);
 /* sdi_alloc returns 64-byte aligned memory (free with free) or NULL. */
 void *sdi_alloc(size_t bytes);
 /*
- * sdi_scratch returns this thread's scratch buffer number slot (0 to 3) of at
+ * sdi_scratch returns this thread's scratch buffer number slot (0 to 5) of at
  * least bytes bytes, 64-byte aligned, kept and reused by later calls on the
  * same thread (freed when the thread exits); NULL if out of memory. A slot's
  * contents are not preserved when it grows.

@@ -5,6 +5,7 @@
 
 static int g_threads;    /* 0: not yet set */
 static int g_isa = -1;   /* -1: not yet chosen */
+static int g_prec = -1;  /* -1: not yet chosen (GOSD_PRECISION, else f32) */
 
 int sdi_fail(char *msg, int msglen, int status, const char *fmt, ...)
 {
@@ -29,7 +30,7 @@ void *sdi_alloc(size_t bytes)
 
 #include <pthread.h>
 
-#define SDI_SLOTS 4
+#define SDI_SLOTS 6
 
 typedef struct {
 	void *p[SDI_SLOTS];
@@ -237,3 +238,52 @@ int sd_cpu_probe(double seconds, double *ghz, double *gflops, char *msg, int msg
 	(void)sink;
 	return SD_OK;
 }
+
+int sd_cpu_has_bf16(void)
+{
+	__builtin_cpu_init();
+	return sd_cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+}
+
+static int default_precision(void)
+{
+	const char *env = getenv("GOSD_PRECISION");
+	if (env && strcmp(env, "bf16") == 0)
+		return SD_PREC_BF16;
+	return SD_PREC_F32;
+}
+
+int sd_cpu_set_precision(int prec, char *msg, int msglen)
+{
+	if (prec < 0)
+		prec = default_precision();
+	if (prec != SD_PREC_F32 && prec != SD_PREC_BF16)
+		return sdi_fail(msg, msglen, SD_ERR_ARG, "unknown precision %d", prec);
+	__atomic_store_n(&g_prec, prec, __ATOMIC_RELAXED);
+	return SD_OK;
+}
+
+int sd_cpu_precision(void)
+{
+	int p = __atomic_load_n(&g_prec, __ATOMIC_RELAXED);
+	if (p < 0) {
+		p = default_precision();
+		__atomic_store_n(&g_prec, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
+
+int sdi_bf16(void)
+{
+	static int has = -1;
+	if (sd_cpu_precision() != SD_PREC_BF16 || sdi_isa() != SD_ISA_AVX512)
+		return 0;
+	int h = __atomic_load_n(&has, __ATOMIC_RELAXED);
+	if (h < 0) {
+		h = sd_cpu_has_bf16();
+		__atomic_store_n(&has, h, __ATOMIC_RELAXED);
+	}
+	return h;
+}
+
+int sd_cpu_bf16_active(void) { return sdi_bf16(); }

@@ -127,6 +127,35 @@ func SetISA(isa int) error {
 // ISA returns the kernel family in use.
 func ISA() int { return int(C.sd_cpu_isa()) }
 
+// Precisions of the matrix products.
+const (
+	PrecF32  = 0
+	PrecBF16 = 1
+)
+
+// SetPrecision selects the precision of the matrix products (PrecF32,
+// PrecBF16, or -1 for the default: GOSD_PRECISION, else f32).
+func SetPrecision(p int) error {
+	return call("set_precision", func(m *C.char, n C.int) C.int { return C.sd_cpu_set_precision(C.int(p), m, n) })
+}
+
+// Precision returns the precision selected.
+func Precision() int { return int(C.sd_cpu_precision()) }
+
+// HasBF16 reports whether the CPU has AVX512-BF16.
+func HasBF16() bool { return C.sd_cpu_has_bf16() != 0 }
+
+// BF16Active reports whether the bf16 kernels run (bf16 selected on a CPU that has them).
+func BF16Active() bool { return C.sd_cpu_bf16_active() != 0 }
+
+// HasAMX reports whether AMX-BF16 is present and the OS granted tile data.
+func HasAMX() bool { return C.sd_cpu_has_amx() != 0 }
+
+// SetWeightCache sets the byte budget of the packed bf16 weight cache (0
+// disables and empties it) and returns the bytes in use; limit < 0 only
+// queries.
+func SetWeightCache(limit int64) int64 { return int64(C.sd_cpu_weight_cache(C.int64_t(limit))) }
+
 // Probe measures the clock (GHz) and one thread's AVX-512 f32 FMA
 // throughput (GFLOP/s, 0 without AVX-512) for about seconds.
 func Probe(seconds float64) (ghz, gflops float64, err error) {

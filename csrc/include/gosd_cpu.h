@@ -56,6 +56,33 @@ int sd_cpu_isa(void);
 /* sd_cpu_has_avx512 reports whether the CPU supports the AVX-512 kernels. */
 int sd_cpu_has_avx512(void);
 
+/* Precisions of the matrix products (Linear, Conv2D, attention). */
+enum { SD_PREC_F32 = 0, SD_PREC_BF16 = 1 };
+
+/*
+ * sd_cpu_set_precision selects the precision of the matrix products:
+ * SD_PREC_F32 (exact f32 products, the default), SD_PREC_BF16 (activations and
+ * weights rounded to bf16 to nearest even, products accumulated in f32, on
+ * CPUs with AVX512-BF16; others keep f32), or -1 for the default (environment
+ * variable GOSD_PRECISION=bf16|f32, else f32). Process wide.
+ */
+int sd_cpu_set_precision(int prec, char *msg, int msglen);
+/* sd_cpu_precision returns the precision selected (SD_PREC_*). */
+int sd_cpu_precision(void);
+/* sd_cpu_has_bf16 reports whether the CPU has AVX512-BF16 (VDPBF16PS). */
+int sd_cpu_has_bf16(void);
+/* sd_cpu_bf16_active reports whether the bf16 kernels run (bf16 selected, CPU able, AVX-512 family). */
+int sd_cpu_bf16_active(void);
+/* sd_cpu_has_amx reports whether AMX-BF16 is present and the OS granted tile data (never used yet). */
+int sd_cpu_has_amx(void);
+/*
+ * sd_cpu_weight_cache sets the budget (bytes) of the cache of packed bf16
+ * weight panels (bf16 precision only; 0 disables it) and returns the bytes in
+ * use. limit < 0 only queries. The default budget is GOSD_WEIGHT_CACHE_MB
+ * (MiB), else 4096 MiB.
+ */
+int64_t sd_cpu_weight_cache(int64_t limit);
+
 /*
  * sd_cpu_probe measures, on the calling thread for about `seconds`, the clock
  * (GHz, from a chain of dependent integer adds, one per cycle) and the f32 FMA

@@ -1,0 +1,221 @@
+/*
+ * bf16.c - the AVX512-BF16 kernel family: a VDPBF16PS micro-kernel over bf16
+ * pairs of k, the f32 -> bf16 panel converter (round to nearest even, as
+ * VCVTNEPS2BF16 does) and the cache of packed bf16 weight panels.
+ *
+ * Weights are immutable (memory-mapped checkpoints), so a weight operand is
+ * packed once, for the whole matrix, and later calls stream the packed panels
+ * instead of converting f16 again. The cache is keyed by the weight's address,
+ * dtype and geometry plus a fingerprint of sampled elements (a freed Go slice
+ * whose address is reused by a different weight gets repacked), and bounded
+ * by a byte budget; past it weights are packed per call as before.
+ */
+#include "gemm.h"
+
+#include <immintrin.h>
+#include <pthread.h>
+
+#define SDI_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,avx512bf16")))
+
+#define B16_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define B16_DOT(i)                                                                        \
+	{                                                                                 \
+		int32_t w;                                                                \
+		memcpy(&w, a + 2 * (i), 4);                                               \
+		__m512bh av = (__m512bh)_mm512_set1_epi32(w);                              \
+		c##i##a = _mm512_dpbf16_ps(c##i##a, av, b0);                              \
+		c##i##b = _mm512_dpbf16_ps(c##i##b, av, b1);                              \
+	}
+#define B16_STORE(i)                                                                      \
+	{                                                                                 \
+		float *cr = c + (i) * ldc;                                                \
+		if (accum) {                                                              \
+			c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(cr));            \
+			c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(cr + 16));       \
+		}                                                                         \
+		_mm512_storeu_ps(cr, c##i##a);                                            \
+		_mm512_storeu_ps(cr + 16, c##i##b);                                       \
+	}
+#define B16_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+#if SDI_MR != 12 || SDI_NR != 32
+#error "the bf16 micro-kernel is written for a 12x32 register block"
+#endif
+
+SDI_BF16 void sdi_ukr_bf16(int64_t k2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
+			   int accum)
+{
+	B16_ROWS(B16_DECL)
+	for (int i = 0; i < SDI_MR; i++) {
+		_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+		_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+	}
+	for (int64_t p = 0; p < k2; p++) {
+		__m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+		_mm_prefetch((const char *)(b + 8 * 2 * SDI_NR), _MM_HINT_T0);
+		B16_ROWS(B16_DOT)
+		a += 2 * SDI_MR;
+		b += 2 * SDI_NR;
+	}
+	B16_ROWS(B16_STORE)
+}
+
+SDI_BF16 void sdi_panel_bf16(const float *src, int64_t sstride, int64_t kc, int r, uint16_t *dst)
+{
+	for (int64_t q = 0; q < (kc + 1) / 2; q++) {
+		const float *r0 = src + 2 * q * sstride, *r1 = r0 + sstride;
+		int odd = 2 * q + 1 >= kc;
+		for (int i0 = 0; i0 < r; i0 += 16) {
+			int w = r - i0 < 16 ? r - i0 : 16;
+			__mmask16 m = (__mmask16)((1u << w) - 1);
+			__m512 lo = _mm512_maskz_loadu_ps(m, r0 + i0);
+			__m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, r1 + i0);
+			__m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+			__m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
+			_mm512_mask_storeu_epi32(dst + (q * r + i0) * 2, m,
+						 _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+		}
+	}
+}
+
+/* ---- weight cache ---- */
+
+typedef struct wentry {
+	struct wentry *next;
+	const void *p;
+	int dt, r;
+	int64_t rows, k, ld, kcb;
+	uint64_t fp;
+	uint16_t *data;
+	size_t bytes;
+} wentry;
+
+static pthread_mutex_t g_wmu = PTHREAD_MUTEX_INITIALIZER;
+static wentry *g_wlist;
+static int64_t g_wused, g_wbudget = -1;
+
+static int64_t budget_locked(void)
+{
+	if (g_wbudget < 0) {
+		const char *env = getenv("GOSD_WEIGHT_CACHE_MB");
+		g_wbudget = env ? (int64_t)atoll(env) << 20 : (int64_t)4096 << 20;
+		if (g_wbudget < 0)
+			g_wbudget = 0;
+	}
+	return g_wbudget;
+}
+
+static void wfree_locked(wentry **pp)
+{
+	wentry *e = *pp;
+	*pp = e->next;
+	g_wused -= (int64_t)e->bytes;
+	free(e->data);
+	free(e);
+}
+
+int64_t sd_cpu_weight_cache(int64_t limit)
+{
+	pthread_mutex_lock(&g_wmu);
+	budget_locked();
+	if (limit >= 0) {
+		g_wbudget = limit;
+		while (g_wlist && g_wused > g_wbudget)
+			wfree_locked(&g_wlist);
+	}
+	int64_t used = g_wused;
+	pthread_mutex_unlock(&g_wmu);
+	return used;
+}
+
+/* fingerprint hashes (FNV-1a) 97 elements spread over the n elements of w. */
+static uint64_t fingerprint(const void *w, int dt, int64_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	size_t es = dt == SD_F32 ? 4 : 2;
+	for (int i = 0; i < 97 && n > 0; i++) {
+		int64_t at = (int64_t)((double)(n - 1) * i / 96.0);
+		uint32_t v = 0;
+		memcpy(&v, (const char *)w + (size_t)at * es, es);
+		for (int b = 0; b < 4; b++) {
+			h ^= (v >> (8 * b)) & 0xff;
+			h *= 1099511628211ull;
+		}
+	}
+	return h;
+}
+
+const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
+{
+	const void *p = which == SDI_W_A ? g->a : g->b;
+	int dt = which == SDI_W_A ? g->adt : g->bdt;
+	int64_t rows = which == SDI_W_A ? g->m : g->n, ld = which == SDI_W_A ? g->lda : g->ldb;
+	int r = which == SDI_W_A ? SDI_MR : SDI_NR;
+	int64_t k = g->k, kcbp = (kcb + 1) & ~(int64_t)1;
+	int64_t panels = (rows + r - 1) / r, nblk = (k + kcb - 1) / kcb;
+	size_t bytes = sizeof(uint16_t) * (size_t)(nblk * panels * kcbp * r);
+	uint64_t fp = fingerprint(p, dt, (rows - 1) * ld + k);
+	pthread_mutex_lock(&g_wmu);
+	for (wentry **pp = &g_wlist; *pp; pp = &(*pp)->next) {
+		wentry *e = *pp;
+		if (e->p == p && e->dt == dt && e->r == r && e->rows == rows && e->k == k &&
+		    e->ld == ld && e->kcb == kcb) {
+			if (e->fp == fp) {
+				pthread_mutex_unlock(&g_wmu);
+				return e->data;
+			}
+			wfree_locked(pp); /* a different weight at a reused address */
+			break;
+		}
+	}
+	if (g_wused + (int64_t)bytes > budget_locked()) {
+		pthread_mutex_unlock(&g_wmu);
+		return NULL;
+	}
+	wentry *e = calloc(1, sizeof *e);
+	uint16_t *data = sdi_alloc(bytes);
+	if (!e || !data) {
+		free(e);
+		free(data);
+		pthread_mutex_unlock(&g_wmu);
+		return NULL;
+	}
+	sdi_tpack_fn tpack = sdi_get_tpack();
+	size_t es = dt == SD_F32 ? 4 : 2;
+	int nt = sdi_threads();
+	int failed = 0;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4) if (panels * nblk > 8)
+	for (int64_t t = 0; t < nblk * panels; t++) {
+		int64_t bi = t / panels, pi = t % panels;
+		int64_t p0 = bi * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
+		float *tmp = sdi_scratch(5, sizeof(float) * (size_t)(kcb * r + 16));
+		if (!tmp) {
+#pragma omp atomic write
+			failed = 1;
+			continue;
+		}
+		for (int h = 0; h < r; h += 16) {
+			int64_t nrows = rows - pi * r - h;
+			nrows = nrows < 0 ? 0 : nrows > 16 ? 16 : nrows;
+			int width = r - h < 16 ? r - h : 16;
+			const char *src = (const char *)p + ((pi * r + h) * ld + p0) * es;
+			tpack(nrows > 0 ? src : p, dt, ld, nrows, width, kc, tmp + h, r);
+		}
+		uint16_t *d = data + t * kcbp * r;
+		sdi_panel_bf16(tmp, r, kc, r, d);
+		if (kc < kcbp) /* rows past an even kc of a short last block stay unread, but defined */
+			memset(d + ((kc + 1) / 2) * 2 * r, 0,
+			       sizeof(uint16_t) * (size_t)((kcbp - ((kc + 1) & ~(int64_t)1)) * r));
+	}
+	if (failed) {
+		free(e);
+		free(data);
+		pthread_mutex_unlock(&g_wmu);
+		return NULL;
+	}
+	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fp, data, bytes};
+	g_wlist = e;
+	g_wused += (int64_t)bytes;
+	pthread_mutex_unlock(&g_wmu);
+	return data;
+}

@@ -1,0 +1,165 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// bf16 tolerances. Rounding an f32 to bf16 (8-bit significand, to nearest
+// even) has relative error at most u = 2^-9, so a product of two rounded
+// operands is off by at most (2u + u²)·|a·b| and a dot product of K terms,
+// accumulated in f32, by at most (2u + u² + K·2^-24)·Σ|aᵢ·bᵢ|. The tests
+// compute Σ|aᵢ·bᵢ| exactly with the reference backend on |a| and |b| and
+// check every element against that bound.
+const bf16U = 1.0 / 512
+
+// withBF16 runs f with the bf16 precision selected, then restores f32; it
+// skips on CPUs without AVX512-BF16.
+func withBF16(t *testing.T, f func(be *CPU)) {
+	t.Helper()
+	if !CPUHasBF16() || !CPUHasAVX512() {
+		t.Skip("no AVX512-BF16 on this CPU")
+	}
+	be := NewCPU()
+	if err := be.SetPrecision("bf16"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := be.SetPrecision("f32"); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	if be.Name() != "cpu/avx512-bf16" || be.Precision() != "bf16" {
+		t.Fatalf("Name() = %q, Precision() = %q with bf16 selected", be.Name(), be.Precision())
+	}
+	f(be)
+}
+
+// absT returns |t| as F32 (16-bit weights converted exactly).
+func absT(t *Tensor) *Tensor {
+	if t == nil {
+		return nil
+	}
+	if t.DType != F32 {
+		f := New(t.Shape...)
+		if err := NewCPU().HalfToF32(f, t); err != nil {
+			panic(err)
+		}
+		t = f
+	}
+	a := New(t.Shape...)
+	for i := range a.F32 {
+		a.F32[i] = float32(math.Abs(float64(t.F32[i])))
+	}
+	return a
+}
+
+// boundCheck checks |got-want| <= rel(k)·scale + 1e-6 element-wise and
+// returns the largest error relative to scale.
+func boundCheck(t *testing.T, name string, got, want, scale []float32, k int) float64 {
+	t.Helper()
+	rel := 2*bf16U + bf16U*bf16U + float64(k)*math.Pow(2, -24)
+	worst := 0.0
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		s := float64(scale[i])
+		if !(d <= rel*s+1e-6) {
+			t.Fatalf("%s: [%d] = %v, want %v (bound %g)", name, i, got[i], want[i], rel*s+1e-6)
+		}
+		if s > 0 {
+			worst = max(worst, d/s)
+		}
+	}
+	return worst
+}
+
+// differs reports whether got and want differ anywhere (bf16 did run).
+func differs(got, want []float32) bool {
+	for i := range got {
+		if got[i] != want[i] {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCPUBF16Linear(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	ref := NewRef()
+	withBF16(t, func(be *CPU) {
+		for ci, c := range []struct {
+			m, k, n int
+			dt      DType
+		}{
+			{1, 1, 1, F32}, {5, 7, 3, F16}, {37, 333, 70, F16}, {100, 641, 65, BF16}, {64, 320, 96, F32},
+			{300, 1280, 40, F16}, // several depth blocks, odd panel edges
+		} {
+			x := randF32(rng, -1, 1, c.m, c.k)
+			w := asDType(randF32(rng, -1, 1, c.n, c.k), c.dt)
+			b := asDType(randF32(rng, -1, 1, c.n), c.dt)
+			want, scale := New(c.m, c.n), New(c.m, c.n)
+			if err := ref.Linear(want, x, w, b); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Linear(scale, absT(x), absT(w), absT(b)); err != nil {
+				t.Fatal(err)
+			}
+			for rep := 0; rep < 2; rep++ { // the second call reads the weight cache
+				y, check := guarded(t, c.m, c.n)
+				if err := be.Linear(y, x, w, b); err != nil {
+					t.Fatal(err)
+				}
+				check()
+				r := boundCheck(t, fmt.Sprintf("case %d", ci), y.F32, want.F32, scale.F32, c.k)
+				if c.k > 16 && !differs(y.F32, want.F32) {
+					t.Fatalf("case %d: bf16 result equals the exact one", ci)
+				}
+				t.Logf("case %d %dx%dx%d %v: max error %.2g of sum|x·w| (bound %.2g)", ci, c.m, c.k, c.n, c.dt, r, 2*bf16U)
+			}
+		}
+	})
+}
+
+func TestCPUBF16Conv2D(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	ref := NewRef()
+	withBF16(t, func(be *CPU) {
+		for ci, c := range []struct {
+			b, c, h, w, o, k int
+			p                Conv2DParams
+		}{
+			{1, 3, 7, 9, 5, 3, Pad(1, 1)},
+			{2, 17, 20, 21, 14, 3, Pad(1, 1)},  // batch: A packed once
+			{2, 6, 9, 9, 40, 3, Pad(2, 1)},     // stride 2
+			{1, 33, 12, 12, 20, 1, Pad(1, 0)},  // direct 1x1
+			{2, 40, 4, 3, 70, 3, Pad(1, 1)},    // few positions: yᵀ = im2col(x)ᵀ·wᵀ
+			{1, 320, 16, 16, 64, 3, Pad(1, 1)}, // several depth blocks
+		} {
+			x := randF32(rng, -1, 1, c.b, c.c, c.h, c.w)
+			w := asDType(randF32(rng, -1, 1, c.o, c.c, c.k, c.k), F16)
+			bias := asDType(randF32(rng, -1, 1, c.o), F16)
+			ho, wo := c.p.OutSize(c.h, c.w, c.k, c.k)
+			want, scale := New(c.b, c.o, ho, wo), New(c.b, c.o, ho, wo)
+			if err := ref.Conv2D(want, x, w, bias, c.p); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Conv2D(scale, absT(x), absT(w), absT(bias), c.p); err != nil {
+				t.Fatal(err)
+			}
+			for rep := 0; rep < 2; rep++ {
+				y, check := guarded(t, c.b, c.o, ho, wo)
+				if err := be.Conv2D(y, x, w, bias, c.p); err != nil {
+					t.Fatal(err)
+				}
+				check()
+				r := boundCheck(t, fmt.Sprintf("case %d", ci), y.F32, want.F32, scale.F32, c.c*c.k*c.k)
+				if !differs(y.F32, want.F32) {
+					t.Fatalf("case %d: bf16 result equals the exact one", ci)
+				}
+				t.Logf("case %d: max error %.2g of sum|x·w|", ci, r)
+			}
+		}
+	})
+}
