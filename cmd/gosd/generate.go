@@ -74,6 +74,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if !strings.EqualFold(filepath.Ext(*output), ".png") {
 		return usagef("--output %q: only .png output is supported", *output)
 	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
 	req := sd.Request{
 		Prompt: *prompt, Negative: *negative, Width: *width, Height: *height, Steps: *steps,
 		CFG: *cfg, Sampler: *sampler, Schedule: *schedule, Seed: *seed, ClipSkip: *clipSkip, RNG: *rngKind,
@@ -126,7 +129,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-// readTextFile reads a prompt file, which must be UTF-8 text.
+// readTextFile reads a prompt file, which must be UTF-8 text. A leading
+// byte-order mark (Windows editors write one) is dropped, as the tokenizer
+// would read it as three junk tokens, and CRLF line ends become LF.
 func readTextFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -135,7 +140,28 @@ func readTextFile(path string) (string, error) {
 	if !utf8.Valid(b) {
 		return "", fmt.Errorf("prompt file %s is not UTF-8 text", path)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	s := strings.ReplaceAll(strings.TrimPrefix(string(b), "\ufeff"), "\r\n", "\n")
+	return strings.TrimRight(s, "\r\n"), nil
+}
+
+// checkOutput fails before the slow load and sampling when the PNG could not
+// be written: its folder is missing or not writable, or path is a folder.
+func checkOutput(path string) error {
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("output folder: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("output folder %s is not a folder", dir)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("--output %s is a folder", path)
+	}
+	f, err := os.CreateTemp(dir, ".gosd-write-check-*")
+	if err != nil {
+		return fmt.Errorf("output folder %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // drawBar redraws a one-line progress bar.
