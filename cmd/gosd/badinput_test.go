@@ -98,9 +98,9 @@ func torchZip(t *testing.T, pkl []byte) []byte {
 }
 
 // TestGenerateBadInput runs `gosd generate` on broken models, hostile
-// checkpoints and bad flags. Each must fail with a non-zero exit and an
-// error on stderr naming the problem, and leave no output file (nor any
-// temporary file) in the output folder.
+// checkpoints and bad flags. Each must fail before sampling with a non-zero
+// exit and an error on stderr naming the problem, and leave no output file
+// (nor any temporary file) in the output folder.
 func TestGenerateBadInput(t *testing.T) {
 	tok := tokenizerDir(t)
 	model := tinyModel(t, "single", tensor.F16)
@@ -136,6 +136,11 @@ func TestGenerateBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, noTokMerges, "vocab.json", vocab)
+
+	outFolder := filepath.Join(bad, "folder.png")
+	if err := os.Mkdir(outFolder, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	type tc struct {
 		name  string
@@ -224,7 +229,11 @@ func TestGenerateBadInput(t *testing.T) {
 		{name: "output without extension", args: []string{"--output", "OUTDIR/out"}, code: 2,
 			want: []string{"only .png output"}},
 		{name: "output folder missing", args: []string{"--output", "OUTDIR/sub/out.png"},
-			want: []string{"sub"}},
+			want: []string{"output folder", "sub", "no such file"}},
+		{name: "output is a folder", args: []string{"--output", outFolder},
+			want: []string{outFolder, "is a folder"}},
+		{name: "output folder is a file", args: []string{"--output", filepath.Join(evil["os.system"], "out.png")},
+			want: []string{"os-system.ckpt", "not a"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -253,6 +262,10 @@ func TestGenerateBadInput(t *testing.T) {
 			}
 			if !strings.HasPrefix(r.stderr, "gosd generate: ") && !strings.Contains(r.stderr, "\ngosd generate: ") {
 				t.Errorf("stderr has no 'gosd generate: ' error line:\n%s", r.stderr)
+			}
+			// Every problem is found before sampling starts.
+			if strings.Contains(r.stderr, "msg=step") {
+				t.Errorf("sampling started before the error:\n%s", r.stderr)
 			}
 			if r.stdout != "" {
 				t.Errorf("stdout = %q, want nothing", r.stdout)

@@ -190,3 +190,26 @@ func TestGenerateOverwritesAtomically(t *testing.T) {
 		t.Errorf("output folder holds %v, want only o.png", left)
 	}
 }
+
+// TestReadTextFile: prompt files lose a UTF-8 byte-order mark and trailing
+// line ends, and CRLF becomes LF; other bytes are kept.
+func TestReadTextFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ in, want string }{
+		{"a fox\n", "a fox"},
+		{"\ufeffa fox\r\n", "a fox"},
+		{"\ufeffa fox,\r\nin the snow\r\n\r\n", "a fox,\nin the snow"},
+		{"  spaced \tprompt  ", "  spaced \tprompt  "},
+		{"a \ufeff inside", "a \ufeff inside"},
+		{"", ""},
+	} {
+		p := filepath.Join(dir, "p.txt")
+		if err := os.WriteFile(p, []byte(c.in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readTextFile(p)
+		if err != nil || got != c.want {
+			t.Errorf("readTextFile(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
