@@ -20,6 +20,8 @@
 
 typedef struct {
 	float *qp, *kp, *s, *vp, *o, *m, *l;
+	/* bf16 runs: K, V, Qᵀ and P as bf16 pairs of their depth */
+	uint16_t *kp16, *vp16, *q16, *s16;
 } at_buf;
 
 /*
@@ -98,6 +100,7 @@ typedef struct {
 	softmax_fn softmax;
 	sdi_tpack_fn tpack;
 	void (*scale_cols)(float *, int64_t, int64_t, const float *, int64_t);
+	int bf16; /* the two products in bf16 (VDPBF16PS), softmax in f32 */
 } at_job;
 
 /* pack_kv packs keys [0, kend) of head h: K as A panels [D][MR], V as A panels [kend][MR]. */
@@ -148,6 +151,11 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	for (int c = 0; c < SDI_NR; c++)
 		sc[c] = scale;
 	J->scale_cols(B->qp, SDI_NR, d * (SDI_AT_T / SDI_NR), sc, SDI_NR);
+	int64_t d2 = (d + 1) & ~(int64_t)1, kall2 = (kall + 1) & ~(int64_t)1;
+	if (J->bf16)
+		for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+			sdi_panel_bf16(B->qp + (int64_t)jb * d * SDI_NR, SDI_NR, d, SDI_NR,
+				       B->q16 + (int64_t)jb * d2 * SDI_NR);
 	for (int c = 0; c < SDI_AT_T; c++)
 		B->m[c] = -INFINITY, B->l[c] = 0;
 	memset(B->o, 0, sizeof(float) * (size_t)(dp * SDI_AT_T));
@@ -157,6 +165,24 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	for (int64_t k0 = 0; k0 < kend; k0 += SDI_AT_KB) {
 		int64_t kb = kend - k0 < SDI_AT_KB ? kend - k0 : SDI_AT_KB;
 		int64_t kbp = (kb + SDI_MR - 1) / SDI_MR * SDI_MR;
+		if (J->bf16) {
+			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+				for (int64_t ia = 0; ia < kbp / SDI_MR; ia++)
+					sdi_ukr_bf16(d2 / 2, B->kp16 + (k0 / SDI_MR + ia) * d2 * SDI_MR,
+						     B->q16 + (int64_t)jb * d2 * SDI_NR,
+						     B->s + (int64_t)jb * SDI_AT_KB * SDI_NR + ia * SDI_MR * SDI_NR,
+						     SDI_NR, 0);
+			J->softmax(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
+			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+				sdi_panel_bf16(B->s + (int64_t)jb * SDI_AT_KB * SDI_NR, SDI_NR, kb, SDI_NR,
+					       B->s16 + (int64_t)jb * SDI_AT_KB * SDI_NR);
+			for (int64_t ip = 0; ip < dp / SDI_MR; ip++)
+				for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
+					sdi_ukr_bf16((kb + 1) / 2, B->vp16 + ip * kall2 * SDI_MR + k0 * SDI_MR,
+						     B->s16 + (int64_t)jb * SDI_AT_KB * SDI_NR,
+						     B->o + ip * SDI_MR * SDI_AT_T + jb * SDI_NR, SDI_AT_T, 1);
+			continue;
+		}
 		/* Sᵀ = K·Qᵀ into panels [KB][NR]. */
 		for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
 			for (int64_t ia = 0; ia < kbp / SDI_MR; ia++)
@@ -203,7 +229,7 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 	int64_t dp = (d + SDI_MR - 1) / SDI_MR * SDI_MR;
 	at_job J = {q, k, v, y, batch, lq, lk, heads, d, dp, causal, sdi_get_ukr(),
 		    sdi_isa() == SD_ISA_AVX512 ? softmax_avx512 : softmax_portable, sdi_get_tpack(),
-		    SDI_PICK(scale_cols)};
+		    SDI_PICK(scale_cols), sdi_bf16()};
 	/*
 	 * A job is a range of query tiles of a group of heads; it packs the
 	 * group's keys and values once, then walks its tiles, each for every head
@@ -228,12 +254,24 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 	if (nt > jobs)
 		nt = (int)jobs;
 	size_t tsize = (size_t)(d * SDI_AT_T + SDI_AT_KB * SDI_AT_T + dp * SDI_AT_T + 2 * SDI_AT_T + 64);
+	int64_t d2 = (d + 1) & ~(int64_t)1, lk2 = (lk + 1) & ~(int64_t)1;
+	int64_t kvhead16 = kp * d2 + dp * lk2 + 32; /* uint16 per head, bf16 runs */
+	size_t tsize16 = (size_t)(d2 * SDI_AT_T + SDI_AT_KB * SDI_AT_T + 64);
 	int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
 		float *kv = sdi_scratch(1, sizeof(float) * (size_t)(gs * kvhead));
 		float *tb = sdi_scratch(2, sizeof(float) * tsize);
 		at_buf B = {0};
+		uint16_t *kv16 = NULL, *tb16 = NULL;
+		if (J.bf16) {
+			kv16 = sdi_scratch(4, sizeof(uint16_t) * (size_t)(gs * kvhead16));
+			tb16 = sdi_scratch(5, sizeof(uint16_t) * tsize16);
+			if (!kv16 || !tb16)
+				kv = NULL;
+			else
+				B.q16 = tb16, B.s16 = tb16 + d2 * SDI_AT_T;
+		}
 		if (!kv || !tb) {
 #pragma omp atomic write
 			failed = 1;
@@ -259,6 +297,16 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 				B.kp = kv + (h - h0) * kvhead;
 				B.vp = B.kp + ((kp * d + 15) & ~(int64_t)15);
 				pack_kv(&J, &B, n, h, kend);
+				if (J.bf16) {
+					uint16_t *k16 = kv16 + (h - h0) * kvhead16, *v16 = k16 + kp * d2;
+					int64_t kend2 = (kend + 1) & ~(int64_t)1;
+					for (int64_t ia = 0; ia < (kend + SDI_MR - 1) / SDI_MR; ia++)
+						sdi_panel_bf16(B.kp + ia * d * SDI_MR, SDI_MR, d, SDI_MR,
+							       k16 + ia * d2 * SDI_MR);
+					for (int64_t ip = 0; ip < dp / SDI_MR; ip++)
+						sdi_panel_bf16(B.vp + ip * kend * SDI_MR, SDI_MR, kend, SDI_MR,
+							       v16 + ip * kend2 * SDI_MR);
+				}
 			}
 			for (int64_t t = t0; t < t1; t++) {
 				/*
@@ -275,6 +323,8 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 				for (int64_t h = h0; h < h1; h++) {
 					B.kp = kv + (h - h0) * kvhead;
 					B.vp = B.kp + ((kp * d + 15) & ~(int64_t)15);
+					if (J.bf16)
+						B.kp16 = kv16 + (h - h0) * kvhead16, B.vp16 = B.kp16 + kp * d2;
 					attend_tile(&J, &B, n, h, t * SDI_AT_T, kend);
 				}
 			}

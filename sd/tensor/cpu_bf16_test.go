@@ -163,3 +163,54 @@ func TestCPUBF16Conv2D(t *testing.T) {
 		}
 	})
 }
+
+// TestCPUBF16Attention bounds the bf16 attention error: scores s = q·k/√D
+// are off by at most e_s = (2u + D·2^-24)·max Σ|q||k|/√D, which changes each
+// softmax weight by a factor within exp(±2e_s); P and V rounded to bf16 add
+// u each. So |Δy| <= (2·e_s + 3u)·max|v| (+ f32 rounding).
+func TestCPUBF16Attention(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	ref := NewRef()
+	withBF16(t, func(be *CPU) {
+		for ci, c := range []struct {
+			b, lq, lk, heads, d int
+			causal              bool
+			scale               float32
+		}{
+			{1, 7, 13, 3, 5, false, 1},
+			{2, 100, 101, 2, 24, false, 2}, // odd key count: a padded pair
+			{2, 77, 77, 12, 64, true, 1},
+			{1, 300, 77, 8, 40, false, 1},
+			{1, 200, 200, 2, 80, false, 1},
+			{1, 65, 65, 1, 81, true, 3}, // odd head size
+		} {
+			q := randF32(rng, -c.scale, c.scale, c.b, c.lq, c.heads*c.d)
+			k := randF32(rng, -c.scale, c.scale, c.b, c.lk, c.heads*c.d)
+			v := randF32(rng, -1, 1, c.b, c.lk, c.heads*c.d)
+			want := New(q.Shape...)
+			if err := ref.Attention(want, q, k, v, c.heads, c.causal); err != nil {
+				t.Fatal(err)
+			}
+			y, check := guarded(t, q.Shape...)
+			if err := be.Attention(y, q, k, v, c.heads, c.causal); err != nil {
+				t.Fatal(err)
+			}
+			check()
+			// max Σ|q||k|/√D <= D·scale²/√D; max|v| <= 1.
+			es := (2*bf16U + float64(c.d)*math.Pow(2, -24)) * float64(c.d) * float64(c.scale*c.scale) / math.Sqrt(float64(c.d))
+			bound := 2*es + 3*bf16U + 1e-5
+			worst := 0.0
+			for i := range want.F32 {
+				d := math.Abs(float64(y.F32[i]) - float64(want.F32[i]))
+				if !(d <= bound) {
+					t.Fatalf("case %d: [%d] = %v, want %v (bound %.3g)", ci, i, y.F32[i], want.F32[i], bound)
+				}
+				worst = max(worst, d)
+			}
+			if !differs(y.F32, want.F32) {
+				t.Fatalf("case %d: bf16 result equals the exact one", ci)
+			}
+			t.Logf("case %d: max abs error %.2g (bound %.2g)", ci, worst, bound)
+		}
+	})
+}
