@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"image"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/gosd/gosd/sd"
+	"github.com/gosd/gosd/sd/imageio"
 )
 
 // StepResult is one end-to-end measurement at one size.
@@ -33,6 +35,25 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int) (StepResult,
 	return StepResult{Width: w, Height: h, Steps: steps, SPerStep: res.Timings.PerStep.Seconds(),
 		TextEncodeS: res.Timings.TextEncode.Seconds(), VAEDecodeS: res.Timings.VAEDecode.Seconds(),
 		PeakRSSBytes: PeakRSS()}, nil
+}
+
+// Accuracy generates the benchmark image at w x h twice, with the matrix
+// products in f32 and in bf16 (setPrecision switches them), and returns the
+// PSNR in dB of the bf16 image against the f32 one.
+func Accuracy(ctx context.Context, p *sd.Pipeline, w, h, steps int, setPrecision func(string) error) (float64, error) {
+	var imgs []image.Image
+	for _, prec := range []string{"f32", "bf16"} {
+		if err := setPrecision(prec); err != nil {
+			return 0, err
+		}
+		res, err := p.Generate(ctx, sd.Request{Prompt: "a watercolor painting of a fox in a snowy forest",
+			Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1})
+		if err != nil {
+			return 0, err
+		}
+		imgs = append(imgs, res.Image)
+	}
+	return imageio.PSNR(imgs[0], imgs[1])
 }
 
 // PeakRSS returns the process's peak resident set size (VmHWM), or 0.

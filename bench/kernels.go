@@ -6,6 +6,7 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/gosd/gosd/sd/tensor"
@@ -24,7 +25,9 @@ type KernelResult struct {
 	Op        string  `json:"op"`
 	Shape     string  `json:"shape"`
 	DType     string  `json:"weight_dtype"`
-	Seconds   float64 `json:"seconds"` // best of the timed calls
+	Precision string  `json:"precision"` // "f32" or "bf16" products
+	Impl      string  `json:"impl"`      // "gosd" or "onednn"
+	Seconds   float64 `json:"seconds"`   // best of the timed calls
 	GFLOPS    float64 `json:"gflops"`
 	PeakShare float64 `json:"peak_share"` // GFLOPS / peak of the cores used
 }
@@ -57,6 +60,16 @@ func weight(r *rand.Rand, dt tensor.DType, shape ...int) *tensor.Tensor {
 	return t
 }
 
+// MatMulShapes are the large matrix products (M, K, N) measured next to
+// oneDNN (bench/onednn.go, build tag onednn): the UNet's first-level
+// projections for a CFG batch of two at 512x512 (8192 rows).
+var MatMulShapes = [][3]int{{8192, 320, 2880}, {8192, 1280, 5120}, {8192, 640, 5760}}
+
+// OneDNN, when the binary is built with the onednn tag, times oneDNN's
+// matmul on the shapes (M, K, N) in precision "f32" or "bf16" (bf16 inputs,
+// f32 output); nil otherwise.
+var OneDNN func(shapes [][3]int, precision string, peakGFLOPS float64, minTime time.Duration) ([]KernelResult, error)
+
 // SD15Kernels lists the heaviest kernel shapes of an SD 1.5 UNet step at
 // 512x512 (latent 64x64, 4096 tokens at the first level), with weights of
 // dtype dt.
@@ -80,6 +93,9 @@ func SD15Kernels(dt tensor.DType) []KernelCase {
 		cases = append(cases, KernelCase{Op: "attention", Shape: fmt.Sprintf("%dx%d h%d d%d", lq, lk, heads, d),
 			FLOP: 4 * float64(lq) * float64(lk) * float64(heads*d),
 			run:  func(be tensor.Backend) error { return be.Attention(y, q, k, v, heads, false) }})
+	}
+	for _, m := range MatMulShapes {
+		linear(m[0], m[1], m[2])
 	}
 	linear(4096, 320, 320)  // attention projections, level 0
 	linear(4096, 320, 2560) // GEGLU in-projection, level 0
@@ -112,8 +128,12 @@ func RunKernels(be tensor.Backend, cases []KernelCase, dt tensor.DType, peakGFLO
 			best = min(best, time.Since(t0))
 		}
 		g := c.FLOP / best.Seconds() / 1e9
-		out = append(out, KernelResult{Op: c.Op, Shape: c.Shape, DType: dt.String(), Seconds: best.Seconds(),
-			GFLOPS: g, PeakShare: g / peakGFLOPS})
+		prec := "f32"
+		if strings.HasSuffix(be.Name(), "-bf16") {
+			prec = "bf16"
+		}
+		out = append(out, KernelResult{Op: c.Op, Shape: c.Shape, DType: dt.String(), Precision: prec, Impl: "gosd",
+			Seconds: best.Seconds(), GFLOPS: g, PeakShare: g / peakGFLOPS})
 	}
 	return out, nil
 }

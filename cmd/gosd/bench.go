@@ -17,18 +17,22 @@ import (
 // benchReport is what `gosd bench --json` prints. The top-level speed fields
 // repeat the run at the main size (512 unless --size says otherwise).
 type benchReport struct {
-	Model        string               `json:"model"`
-	Backend      string               `json:"backend"`
-	CPU          bench.CPUInfo        `json:"cpu"`
-	PeakF32      float64              `json:"peak_f32_gflops"`
-	PeakBF16     float64              `json:"peak_bf16_gflops"`
-	Kernels      []bench.KernelResult `json:"kernels,omitempty"`
-	Runs         []bench.StepResult   `json:"runs"`
-	SPerStep     float64              `json:"s_per_step"`
-	TextEncodeS  float64              `json:"text_encode_s"`
-	VAEDecodeS   float64              `json:"vae_decode_s"`
-	PeakRSSBytes uint64               `json:"peak_rss_bytes"`
-	LoadS        float64              `json:"load_s"`
+	Model     string               `json:"model"`
+	Backend   string               `json:"backend"`
+	CPU       bench.CPUInfo        `json:"cpu"`
+	PeakF32   float64              `json:"peak_f32_gflops"`
+	PeakBF16  float64              `json:"peak_bf16_gflops"`
+	Precision string               `json:"precision"` // of the end-to-end runs
+	Kernels   []bench.KernelResult `json:"kernels,omitempty"`
+	// AccuracyPSNR is the PSNR (dB) of the bf16 image against the f32 one at
+	// the main size (--accuracy), 0 when not measured.
+	AccuracyPSNR float64            `json:"bf16_vs_f32_psnr_db,omitempty"`
+	Runs         []bench.StepResult `json:"runs"`
+	SPerStep     float64            `json:"s_per_step"`
+	TextEncodeS  float64            `json:"text_encode_s"`
+	VAEDecodeS   float64            `json:"vae_decode_s"`
+	PeakRSSBytes uint64             `json:"peak_rss_bytes"`
+	LoadS        float64            `json:"load_s"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -42,6 +46,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	tokenizer := fs.String("tokenizer", "", "CLIP tokenizer folder (see gosd generate)")
 	backend := fs.String("backend", "cpu", "compute backend")
+	precision := fs.String("precision", "f32", "precision of the CPU matrix products for the model runs: f32 or bf16 (kernels are measured in both)")
+	accuracy := fs.Bool("accuracy", false, "also generate at the main size in f32 and bf16 and report their PSNR")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,9 +61,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		sizes = []int{*size}
 	}
+	if *precision != "f32" && *precision != "bf16" {
+		return usagef("--precision %q: want f32 or bf16", *precision)
+	}
 	be, err := sd.NewBackend(*backend, *threads)
 	if err != nil {
 		return err
+	}
+	cpuBE, isCPU := be.(*tensor.CPU)
+	if !isCPU && (*precision != "f32" || *accuracy) {
+		return usagef("--precision and --accuracy apply to the cpu backend")
 	}
 	cores := runtime.NumCPU()
 	if *threads > 0 {
@@ -67,11 +80,43 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	rep := benchReport{Model: *model, Backend: be.Name(), CPU: info, PeakF32: info.PeakF32(), PeakBF16: info.PeakBF16()}
-	if *kernels {
-		rep.Kernels, err = bench.RunKernels(be, bench.SD15Kernels(tensor.F16), tensor.F16, info.PeakF32(), time.Second)
-		if err != nil {
+	if isCPU {
+		if err := info.MeasureClock(0.4); err != nil {
 			return err
+		}
+	}
+	rep := benchReport{Model: *model, CPU: info, PeakF32: info.PeakF32(), PeakBF16: info.PeakBF16(), Precision: *precision}
+	setPrec := func(p string) error {
+		if isCPU {
+			return cpuBE.SetPrecision(p)
+		}
+		return nil
+	}
+	if *kernels {
+		precs := []string{"f32"}
+		if isCPU && tensor.CPUHasBF16() {
+			precs = append(precs, "bf16")
+		}
+		for _, p := range precs {
+			if err := setPrec(p); err != nil {
+				return err
+			}
+			peak := info.PeakF32()
+			if p == "bf16" {
+				peak = info.PeakBF16()
+			}
+			ks, err := bench.RunKernels(be, bench.SD15Kernels(tensor.F16), tensor.F16, peak, time.Second)
+			if err != nil {
+				return err
+			}
+			rep.Kernels = append(rep.Kernels, ks...)
+			if bench.OneDNN != nil && isCPU {
+				ks, err := bench.OneDNN(bench.MatMulShapes, p, peak, time.Second)
+				if err != nil {
+					return err
+				}
+				rep.Kernels = append(rep.Kernels, ks...)
+			}
 		}
 		if *chart != "" {
 			if err := bench.Chart(*chart, rep.Kernels, info); err != nil {
@@ -79,6 +124,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
+	if err := setPrec(*precision); err != nil {
+		return err
+	}
+	rep.Backend = be.Name()
 	if *model != "" {
 		t0 := time.Now()
 		p, err := sd.Load(ctx, *model, sd.Options{Backend: *backend, Threads: *threads, Tokenizer: *tokenizer})
@@ -104,6 +153,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		rep.SPerStep, rep.TextEncodeS, rep.VAEDecodeS, rep.PeakRSSBytes = main.SPerStep, main.TextEncodeS, main.VAEDecodeS, main.PeakRSSBytes
+		if *accuracy {
+			rep.AccuracyPSNR, err = bench.Accuracy(ctx, p, main.Width, main.Height, *steps, setPrec)
+			if err != nil {
+				return err
+			}
+			if err := setPrec(*precision); err != nil {
+				return err
+			}
+		}
 	}
 	if *asJSON {
 		e := json.NewEncoder(stdout)
@@ -115,13 +173,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func printBench(w io.Writer, rep benchReport) {
-	fmt.Fprintf(w, "cpu      %s, %d cores at %.0f MHz; backend %s\n", rep.CPU.Model, rep.CPU.Cores, rep.CPU.MHz, rep.Backend)
+	fmt.Fprintf(w, "cpu      %s, %d cores at %.0f MHz (nominal %.0f); backend %s\n", rep.CPU.Model, rep.CPU.Cores, rep.CPU.ClockMHz(), rep.CPU.MHz, rep.Backend)
 	fmt.Fprintf(w, "peaks    f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (%s)\n", rep.PeakF32, rep.PeakBF16, rep.CPU.PeakNote)
-	if len(rep.Kernels) > 0 {
-		fmt.Fprintf(w, "\n%-10s %-22s %10s %10s %8s\n", "kernel", "shape", "ms", "GFLOP/s", "% f32")
-		for _, k := range rep.Kernels {
-			fmt.Fprintf(w, "%-10s %-22s %10.2f %10.1f %7.1f%%\n", k.Op, k.Shape, k.Seconds*1e3, k.GFLOPS, 100*k.PeakShare)
-		}
+	printKernels(w, rep.Kernels)
+	if rep.AccuracyPSNR != 0 {
+		fmt.Fprintf(w, "\nbf16 vs f32 image PSNR %.1f dB\n", rep.AccuracyPSNR)
 	}
 	if len(rep.Runs) > 0 {
 		fmt.Fprintf(w, "\nmodel %s (load %.1f s)\n", rep.Model, rep.LoadS)
@@ -130,5 +186,38 @@ func printBench(w io.Writer, rep benchReport) {
 			fmt.Fprintf(w, "%-9s %6d %10.2f %10.2f %10.2f %9.2fG\n", strconv.Itoa(r.Width)+"x"+strconv.Itoa(r.Height),
 				r.Steps, r.SPerStep, r.TextEncodeS, r.VAEDecodeS, float64(r.PeakRSSBytes)/1e9)
 		}
+	}
+}
+
+// printKernels prints one row per kernel case with the f32 and bf16
+// precisions side by side (GFLOP/s and share of that precision's peak), for
+// gosd and, where measured, oneDNN.
+func printKernels(w io.Writer, ks []bench.KernelResult) {
+	if len(ks) == 0 {
+		return
+	}
+	type key struct{ impl, op, shape string }
+	var order []key
+	got := map[key]map[string]bench.KernelResult{}
+	for _, k := range ks {
+		kk := key{k.Impl, k.Op, k.Shape}
+		if got[kk] == nil {
+			got[kk] = map[string]bench.KernelResult{}
+			order = append(order, kk)
+		}
+		got[kk][k.Precision] = k
+	}
+	fmt.Fprintf(w, "\n%-7s %-10s %-20s %9s %9s %7s %9s %9s %7s\n", "impl", "kernel", "shape",
+		"f32 ms", "GFLOP/s", "% peak", "bf16 ms", "GFLOP/s", "% peak")
+	for _, kk := range order {
+		fmt.Fprintf(w, "%-7s %-10s %-20s", kk.impl, kk.op, kk.shape)
+		for _, p := range []string{"f32", "bf16"} {
+			if r, ok := got[kk][p]; ok {
+				fmt.Fprintf(w, " %9.2f %9.1f %6.1f%%", r.Seconds*1e3, r.GFLOPS, 100*r.PeakShare)
+			} else {
+				fmt.Fprintf(w, " %9s %9s %7s", "-", "-", "-")
+			}
+		}
+		fmt.Fprintln(w)
 	}
 }
