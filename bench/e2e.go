@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/gosd/gosd/sd"
 	"github.com/gosd/gosd/sd/imageio"
@@ -20,21 +22,58 @@ type StepResult struct {
 	TextEncodeS  float64 `json:"text_encode_s"`  // prompt and negative prompt
 	VAEDecodeS   float64 `json:"vae_decode_s"`   // one image
 	PeakRSSBytes uint64  `json:"peak_rss_bytes"` // process peak resident memory during this run
+	// CPU time (user+system of the whole process) per sampling step and for
+	// the VAE decode, divided by the kernel threads: what the wall time
+	// would be with the cores to ourselves and never idle. On a shared
+	// machine it is the steadier figure; CPUShare = CPU time / (wall x
+	// threads) of the steps says how busy the cores were (1: always busy).
+	CPUSPerStep  float64 `json:"cpu_s_per_step"`
+	CPUVAEDecode float64 `json:"cpu_vae_decode_s"`
+	CPUShare     float64 `json:"cpu_share"`
 }
 
 // Generate runs one text-to-image generation of steps steps at w x h with
 // CFG 7 and euler (deterministic), and measures it. The process's peak-RSS
 // counter is reset first where the kernel allows it.
-func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int) (StepResult, error) {
+func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int) (StepResult, error) {
 	resetPeakRSS()
+	var marks []float64 // process CPU seconds at each step's end
+	var walls []time.Duration
 	res, err := p.Generate(ctx, sd.Request{Prompt: "a watercolor painting of a fox in a snowy forest",
-		Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1})
+		Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1,
+		Progress: func(pr sd.Progress) {
+			marks = append(marks, CPUSeconds())
+			walls = append(walls, pr.Elapsed)
+		}})
 	if err != nil {
 		return StepResult{}, err
 	}
-	return StepResult{Width: w, Height: h, Steps: steps, SPerStep: res.Timings.PerStep.Seconds(),
+	end := CPUSeconds()
+	r := StepResult{Width: w, Height: h, Steps: steps, SPerStep: res.Timings.PerStep.Seconds(),
 		TextEncodeS: res.Timings.TextEncode.Seconds(), VAEDecodeS: res.Timings.VAEDecode.Seconds(),
-		PeakRSSBytes: PeakRSS()}, nil
+		PeakRSSBytes: PeakRSS()}
+	th := float64(max(threads, 1))
+	if n := len(marks); n >= 2 {
+		// Steps after the first (which also packs weights into the cache).
+		cpu := marks[n-1] - marks[0]
+		r.CPUSPerStep = cpu / float64(n-1) / th
+		if wall := (walls[n-1] - walls[0]).Seconds(); wall > 0 {
+			r.CPUShare = cpu / wall / th
+		}
+	}
+	if n := len(marks); n >= 1 {
+		r.CPUVAEDecode = (end - marks[n-1]) / th
+	}
+	return r, nil
+}
+
+// CPUSeconds returns the user+system CPU time of the process so far.
+func CPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // Accuracy generates the benchmark image at w x h twice, with the matrix

@@ -137,13 +137,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer p.Close()
 		rep.LoadS = time.Since(t0).Seconds()
 		for _, s := range sizes {
-			r, err := bench.Generate(ctx, p, s, s, *steps)
+			r, err := bench.Generate(ctx, p, s, s, *steps, cores)
 			if err != nil {
 				return err
 			}
 			rep.Runs = append(rep.Runs, r)
 			if !*asJSON {
-				fmt.Fprintf(stderr, "%dx%d: %.2f s/step\n", s, s, r.SPerStep)
+				fmt.Fprintf(stderr, "%dx%d: %.2f s/step (CPU %.2f s/step per thread, cores busy %.0f%%)\n", s, s, r.SPerStep, r.CPUSPerStep, 100*r.CPUShare)
 			}
 		}
 		main := rep.Runs[0]
@@ -181,11 +181,13 @@ func printBench(w io.Writer, rep benchReport) {
 	}
 	if len(rep.Runs) > 0 {
 		fmt.Fprintf(w, "\nmodel %s (load %.1f s)\n", rep.Model, rep.LoadS)
-		fmt.Fprintf(w, "%-9s %6s %10s %10s %10s %10s\n", "size", "steps", "s/step", "text s", "VAE s", "peak RSS")
+		fmt.Fprintf(w, "%-9s %6s %10s %10s %10s %10s %10s %10s %6s\n", "size", "steps", "s/step", "text s", "VAE s", "peak RSS",
+			"cpu s/step", "cpu VAE s", "busy")
 		for _, r := range rep.Runs {
-			fmt.Fprintf(w, "%-9s %6d %10.2f %10.2f %10.2f %9.2fG\n", strconv.Itoa(r.Width)+"x"+strconv.Itoa(r.Height),
-				r.Steps, r.SPerStep, r.TextEncodeS, r.VAEDecodeS, float64(r.PeakRSSBytes)/1e9)
+			fmt.Fprintf(w, "%-9s %6d %10.2f %10.2f %10.2f %9.2fG %10.2f %10.2f %5.0f%%\n", strconv.Itoa(r.Width)+"x"+strconv.Itoa(r.Height),
+				r.Steps, r.SPerStep, r.TextEncodeS, r.VAEDecodeS, float64(r.PeakRSSBytes)/1e9, r.CPUSPerStep, r.CPUVAEDecode, 100*r.CPUShare)
 		}
+		fmt.Fprintln(w, "(cpu columns: process CPU seconds / threads, the time with the cores to ourselves; busy: CPU / (wall x threads))")
 	}
 }
 
