@@ -13,6 +13,19 @@
 #define GUARD 64
 static const float SENTINEL = -12345.678f;
 static int failures;
+/*
+ * bf16 runs round both operands to bf16 (relative error u = 2^-9 each) and
+ * accumulate in f32: |error| <= (2u + u^2 + k*2^-24) * sum|x*w| <= that * k
+ * for values in [-1, 1].
+ */
+static int bf16_mode;
+static double tol(int64_t k, double f32_atol)
+{
+	if (!bf16_mode)
+		return f32_atol;
+	double u = 1.0 / 512;
+	return (2 * u + u * u + (double)k / 16777216.0) * (double)k + 1e-5;
+}
 
 static float frand(unsigned *s)
 {
@@ -95,7 +108,7 @@ static void test_linear(int64_t m, int64_t n, int64_t k)
 		failures++;
 	} else {
 		check_guard(name, y, m * n);
-		compare(name, y, want, m * n, 1e-4, 1e-5); /* f32 sums of k <= 600 terms in [-1, 1] */
+		compare(name, y, want, m * n, tol(k, 1e-4), 1e-5); /* f32 sums of k <= 600 terms in [-1, 1] */
 	}
 	free(x), free(wf), free(wh), free(want), free(y - GUARD);
 }
@@ -138,7 +151,7 @@ static void test_conv(int64_t c, int64_t h, int64_t w, int64_t o, int64_t kk, in
 		failures++;
 	} else {
 		check_guard(name, y, o * ho * wo);
-		compare(name, y, want, o * ho * wo, 1e-4, 1e-5);
+		compare(name, y, want, o * ho * wo, tol(c * kk * kk, 1e-4), 1e-5);
 	}
 	free(x), free(wt), free(want), free(y - GUARD);
 }
@@ -276,6 +289,28 @@ int main(void)
 		test_group_norm();
 		test_errors();
 	}
+	if (n == 2 && sd_cpu_has_bf16()) {
+		if (sd_cpu_set_precision(SD_PREC_BF16, msg, sizeof msg) != SD_OK || !sd_cpu_bf16_active()) {
+			printf("FAIL bf16 precision not active\n");
+			return 1;
+		}
+		bf16_mode = 1;
+		printf("-- avx512-bf16\n");
+		for (int rep = 0; rep < 2; rep++) { /* the second pass reads cached weight panels */
+			test_linear(7, 13, 29);
+			test_linear(130, 70, 600);
+			test_conv(5, 11, 13, 7, 3, 1, 1);
+			test_conv(4, 9, 40, 6, 3, 2, 1);
+			test_conv(40, 4, 3, 70, 3, 1, 1);
+		}
+		if (sd_cpu_weight_cache(-1) <= 0) {
+			printf("FAIL bf16 weight cache empty after bf16 runs\n");
+			failures++;
+		}
+		sd_cpu_set_precision(SD_PREC_F32, msg, sizeof msg);
+	}
+	if (sd_cpu_has_amx())
+		printf("note: AMX-BF16 present; its kernel is not wired in yet\n");
 	printf("%d failures\n", failures);
 	return failures != 0;
 }
