@@ -54,7 +54,7 @@ func TestInspectLayouts(t *testing.T) {
 				"layout   " + c.layoutName + "\n",
 				"dtype    " + c.dtName + " (tensors by dtype: " + c.dtName + " ",
 				fmt.Sprintf("tensors  %d (", c.tensors),
-				"ema      false\n",
+				"ema      false",
 			} {
 				if !strings.Contains(r.stdout, w) {
 					t.Errorf("output lacks %q:\n%s", w, r.stdout)
