@@ -232,7 +232,7 @@ func TestTinyGenerate(t *testing.T) {
 		if !errors.Is(err, context.Canceled) || res != nil {
 			t.Fatalf("Generate after cancel: %v, %v; want context.Canceled", res, err)
 		}
-		if d := time.Since(at); d > 2*time.Second {
+		if d := time.Since(at); d > 10*time.Second { // loose: shared CI machines; calls==2 below is the exact check
 			t.Errorf("returned %v after the cancel", d)
 		}
 		if calls != 2 {

@@ -70,7 +70,7 @@ func TestBinaryInterrupt(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
 		t.Errorf("after SIGINT: %v, want exit 130\n%s", err, log.String())
 	}
-	if d := time.Since(sent); d > 5*time.Second {
+	if d := time.Since(sent); d > 20*time.Second { // loose for loaded machines; 1000 steps take minutes
 		t.Errorf("took %v to stop after SIGINT", d)
 	}
 	if !strings.Contains(log.String(), "gosd generate: interrupted") || strings.Contains(log.String(), "step=1000 ") {
