@@ -10,10 +10,13 @@
  * whose address is reused by a different weight gets repacked), and bounded
  * by a byte budget; past it weights are packed per call as before.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "gemm.h"
 
 #include <immintrin.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define SDI_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,avx512bf16")))
 
@@ -86,6 +89,7 @@ typedef struct wentry {
 	int dt, r;
 	int64_t rows, k, ld, kcb;
 	uint64_t fp;
+	int samples; /* of the fingerprint */
 	uint16_t *data;
 	size_t bytes;
 } wentry;
@@ -128,13 +132,57 @@ int64_t sd_cpu_weight_cache(int64_t limit)
 	return used;
 }
 
-/* fingerprint hashes (FNV-1a) 97 elements spread over the n elements of w. */
-static uint64_t fingerprint(const void *w, int dt, int64_t n)
+/*
+ * drop_file_pages releases the resident pages of [p, p+bytes) when they lie
+ * in one read-only, file-backed mapping (a memory-mapped checkpoint): once a
+ * weight is packed, its f16 pages are not needed and would double the
+ * resident memory. Read-only file pages cannot hold changes, so dropping
+ * them only means a later read faults them in again from the file. Anything
+ * else (anonymous or writable memory) is left alone. GOSD_KEEP_WEIGHT_PAGES=1
+ * turns this off. Returns whether the pages were released.
+ */
+static int drop_file_pages(const void *p, size_t bytes)
+{
+	const char *env = getenv("GOSD_KEEP_WEIGHT_PAGES");
+	if (env && strcmp(env, "1") == 0)
+		return 0;
+	uintptr_t a = (uintptr_t)p, b = a + bytes;
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return 0;
+	char line[512];
+	int ok = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo, hi, off, inode;
+		char perms[8], dev[16];
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) != 6)
+			continue;
+		if (a >= lo && b <= hi) {
+			ok = inode != 0 && perms[0] == 'r' && perms[1] == '-';
+			break;
+		}
+	}
+	fclose(f);
+	if (!ok)
+		return 0;
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = (a + pg - 1) & ~(pg - 1), hi = b & ~(pg - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	return 1;
+}
+
+/*
+ * fingerprint hashes (FNV-1a) `samples` (>= 2) elements spread over the n
+ * elements of w. Released file pages come back on reading (with the
+ * kernel's fault-around, 64 KiB each), so those weights use 2 samples.
+ */
+static uint64_t fingerprint(const void *w, int dt, int64_t n, int samples)
 {
 	uint64_t h = 1469598103934665603ull;
 	size_t es = dt == SD_F32 ? 4 : 2;
-	for (int i = 0; i < 97 && n > 0; i++) {
-		int64_t at = (int64_t)((double)(n - 1) * i / 96.0);
+	for (int i = 0; i < samples && n > 0; i++) {
+		int64_t at = (int64_t)((double)(n - 1) * i / (samples - 1));
 		uint32_t v = 0;
 		memcpy(&v, (const char *)w + (size_t)at * es, es);
 		for (int b = 0; b < 4; b++) {
@@ -154,13 +202,13 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 	int64_t k = g->k, kcbp = (kcb + 1) & ~(int64_t)1;
 	int64_t panels = (rows + r - 1) / r, nblk = (k + kcb - 1) / kcb;
 	size_t bytes = sizeof(uint16_t) * (size_t)(nblk * panels * kcbp * r);
-	uint64_t fp = fingerprint(p, dt, (rows - 1) * ld + k);
+	int64_t nel = (rows - 1) * ld + k;
 	pthread_mutex_lock(&g_wmu);
 	for (wentry **pp = &g_wlist; *pp; pp = &(*pp)->next) {
 		wentry *e = *pp;
 		if (e->p == p && e->dt == dt && e->r == r && e->rows == rows && e->k == k &&
 		    e->ld == ld && e->kcb == kcb) {
-			if (e->fp == fp) {
+			if (e->fp == fingerprint(p, dt, nel, e->samples)) {
 				pthread_mutex_unlock(&g_wmu);
 				return e->data;
 			}
@@ -213,7 +261,9 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 		pthread_mutex_unlock(&g_wmu);
 		return NULL;
 	}
-	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fp, data, bytes};
+	int samples = drop_file_pages(p, (size_t)nel * es) ? 2 : 9;
+	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fingerprint(p, dt, nel, samples), samples,
+		      data, bytes};
 	g_wlist = e;
 	g_wused += (int64_t)bytes;
 	pthread_mutex_unlock(&g_wmu);

@@ -1,10 +1,17 @@
 package tensor
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // bf16 tolerances. Rounding an f32 to bf16 (8-bit significand, to nearest
@@ -213,4 +220,89 @@ func TestCPUBF16Attention(t *testing.T) {
 			t.Logf("case %d: max abs error %.2g (bound %.2g)", ci, worst, bound)
 		}
 	})
+}
+
+// TestCPUBF16MappedWeight runs bf16 Linear on a weight in a read-only file
+// mapping (as checkpoints are loaded): packing it into the cache releases
+// the mapping's resident pages, which must read back unchanged (the f32
+// result after the bf16 calls equals the one before).
+func TestCPUBF16MappedWeight(t *testing.T) {
+	rng := rand.New(rand.NewSource(14))
+	const m, k, n = 40, 2000, 400
+	w := asDType(randF32(rng, -1, 1, n, k), F16)
+	path := filepath.Join(t.TempDir(), "w.bin")
+	buf := make([]byte, 2*len(w.Half))
+	for i, h := range w.Half {
+		binary.LittleEndian.PutUint16(buf[2*i:], h)
+	}
+	if err := os.WriteFile(path, buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := syscall.Mmap(int(f.Fd()), 0, len(buf), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(mem)
+	mw := FromHalf(unsafe.Slice((*uint16)(unsafe.Pointer(&mem[0])), len(w.Half)), F16, n, k)
+	x := randF32(rng, -1, 1, m, k)
+	be := NewCPU()
+	before, after := New(m, n), New(m, n)
+	if err := be.Linear(before, x, mw, nil); err != nil {
+		t.Fatal(err)
+	}
+	addr := uint64(uintptr(unsafe.Pointer(&mem[0])))
+	rss0 := mappedRSS(t, addr)
+	withBF16(t, func(be *CPU) {
+		want, scale, y := New(m, n), New(m, n), New(m, n)
+		if err := NewRef().Linear(want, x, w, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := NewRef().Linear(scale, absT(x), absT(w), nil); err != nil {
+			t.Fatal(err)
+		}
+		for rep := 0; rep < 2; rep++ {
+			if err := be.Linear(y, x, mw, nil); err != nil {
+				t.Fatal(err)
+			}
+			boundCheck(t, "mapped", y.F32, want.F32, scale.F32, k)
+		}
+		rss1 := mappedRSS(t, addr)
+		t.Logf("resident pages of the mapped weight: %d kB before packing, %d kB after", rss0, rss1)
+		if rss0 < 1500 || rss1 > rss0/4 {
+			t.Fatalf("mapped weight resident %d kB before, %d kB after packing: pages not released", rss0, rss1)
+		}
+	})
+	if err := be.Linear(after, x, mw, nil); err != nil {
+		t.Fatal(err)
+	}
+	exact(t, "f32 after bf16", after.F32, before.F32)
+}
+
+// mappedRSS returns the resident kB of the mapping that starts at addr (from /proc/self/smaps).
+func mappedRSS(t *testing.T, addr uint64) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skip(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if lo, _, ok := strings.Cut(line, "-"); ok && !strings.Contains(lo, " ") && !strings.Contains(line, ":") == false {
+			if v, err := strconv.ParseUint(lo, 16, 64); err == nil {
+				in = v == addr
+				continue
+			}
+		}
+		if in && strings.HasPrefix(line, "Rss:") {
+			v, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "Rss:"), "kB")))
+			return v
+		}
+	}
+	t.Fatalf("mapping at %#x not in /proc/self/smaps", addr)
+	return 0
 }
