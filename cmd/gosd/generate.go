@@ -40,8 +40,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	backend := fs.String("backend", "cpu", "compute backend: cpu, cuda (cuda builds) or ref (slow pure-Go reference)")
 	gpu := fs.Int("device", 0, "GPU index for --backend cuda (see gosd devices)")
 	verbose := fs.Bool("v", false, "verbose logs")
-	if _, err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 { // e.g. an unquoted prompt: the words would be dropped silently
+		return usagef("unexpected argument %q: give the prompt as --prompt \"...\" (quoted)", pos[0])
 	}
 	if *model == "" {
 		return usagef("--model is required")
@@ -49,7 +53,6 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *prompt != "" && *promptFile != "" {
 		return usagef("give --prompt or --prompt-file, not both")
 	}
-	var err error
 	if *promptFile != "" {
 		if *prompt, err = readTextFile(*promptFile); err != nil {
 			return err

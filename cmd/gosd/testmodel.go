@@ -19,8 +19,12 @@ func runTestModel(_ context.Context, args []string, stdout, stderr io.Writer) er
 	seed := fs.Uint64("seed", testmodel.DefaultSeed, "random seed")
 	output := fs.String("output", "", "output file or folder")
 	configDir := fs.String("config-dir", "", "folder with the real SD 1.5 diffusers configs and tokenizer (diffusers layout; default ../shared/models/sd15)")
-	if _, err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (the file to write goes in --output)", pos[0])
 	}
 	if *output == "" {
 		return usagef("--output is required")

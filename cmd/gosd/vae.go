@@ -22,8 +22,12 @@ func runVAE(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
 	backend := fs.String("backend", "cpu", "compute backend")
-	if _, err := parseFlags(fs, args[1:]); err != nil {
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (files go in --encoder, --decoder, --input and --output)", pos[0])
 	}
 	if *enc == "" || *dec == "" || *input == "" {
 		return usagef("--encoder, --decoder and --input are required")
