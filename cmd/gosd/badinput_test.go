@@ -231,6 +231,8 @@ func TestGenerateBadInput(t *testing.T) {
 			want: []string{"no-loras"}},
 		{name: "missing embeddings folder", args: []string{"--embeddings-dir", filepath.Join(bad, "no-embeddings")},
 			want: []string{"no-embeddings"}},
+		{name: "unquoted prompt", args: []string{"a", "red", "fox", "--steps", "2"}, code: 2,
+			want: []string{`unexpected argument "a"`, "--prompt"}},
 		{name: "unknown flag", args: []string{"--bogus"}, code: 2, want: []string{"flag provided but not defined: -bogus"}},
 		{name: "output not png", args: []string{"--output", "OUTDIR/out.jpg"}, code: 2,
 			want: []string{"out.jpg", "only .png output"}},

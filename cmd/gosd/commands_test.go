@@ -177,6 +177,7 @@ func TestTestModelCommand(t *testing.T) {
 		{"no output", []string{"--output", ""}, 2, "--output is required"},
 		{"seed", []string{"--seed", "-1"}, 2, "invalid value"},
 		{"unknown flag", []string{"--colour", "red"}, 2, "flag provided but not defined: -colour"},
+		{"extra argument", []string{"tiny.safetensors"}, 2, `unexpected argument "tiny.safetensors"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := t.TempDir()
@@ -235,6 +236,7 @@ func TestVAERoundTrip(t *testing.T) {
 		{[]string{"vae"}, 2, "usage: gosd vae roundtrip"},
 		{[]string{"vae", "encode"}, 2, "usage: gosd vae roundtrip"},
 		{[]string{"vae", "roundtrip", "--input", in}, 2, "--encoder, --decoder and --input are required"},
+		{[]string{"vae", "roundtrip", "--encoder", enc, "--decoder", dec, "--input", in, "back.png"}, 2, `unexpected argument "back.png"`},
 		{[]string{"vae", "roundtrip", "--encoder", dec, "--decoder", dec, "--input", in}, 1, "encoder"},
 		{[]string{"vae", "roundtrip", "--encoder", enc, "--decoder", dec, "--input", cliFixture("prompt-latin1.txt")}, 1, "prompt-latin1.txt"},
 	} {
