@@ -30,6 +30,11 @@ type KernelResult struct {
 	Seconds   float64 `json:"seconds"`   // best of the timed calls
 	GFLOPS    float64 `json:"gflops"`
 	PeakShare float64 `json:"peak_share"` // GFLOPS / peak of the cores used
+	// GFLOPSCPU is the rate per CPU-second times the threads over all timed
+	// calls: what the threads would reach with their cores to themselves
+	// (on a shared machine the steadier figure; it still counts the time a
+	// thread spins waiting for the others).
+	GFLOPSCPU float64 `json:"gflops_cpu"`
 }
 
 func randT(r *rand.Rand, shape ...int) *tensor.Tensor {
@@ -113,14 +118,19 @@ func SD15Kernels(dt tensor.DType) []KernelCase {
 // RunKernels times each case on be: one warm-up call, then calls until
 // minTime has passed (at least two); it reports the best call.
 func RunKernels(be tensor.Backend, cases []KernelCase, dt tensor.DType, peakGFLOPS float64, minTime time.Duration) ([]KernelResult, error) {
+	threads := 1
+	if c, ok := be.(*tensor.CPU); ok {
+		threads = c.Threads()
+	}
 	var out []KernelResult
 	for _, c := range cases {
 		if err := c.run(be); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", c.Op, c.Shape, err)
 		}
 		best := time.Duration(1<<63 - 1)
-		start := time.Now()
+		start, c0, calls := time.Now(), CPUSeconds(), 0
 		for n := 0; n < 2 || time.Since(start) < minTime; n++ {
+			calls++
 			t0 := time.Now()
 			if err := c.run(be); err != nil {
 				return nil, err
@@ -128,12 +138,16 @@ func RunKernels(be tensor.Backend, cases []KernelCase, dt tensor.DType, peakGFLO
 			best = min(best, time.Since(t0))
 		}
 		g := c.FLOP / best.Seconds() / 1e9
+		gc := 0.0
+		if cs := CPUSeconds() - c0; cs > 0 {
+			gc = c.FLOP * float64(calls) / cs * float64(threads) / 1e9
+		}
 		prec := "f32"
 		if strings.HasSuffix(be.Name(), "-bf16") {
 			prec = "bf16"
 		}
 		out = append(out, KernelResult{Op: c.Op, Shape: c.Shape, DType: dt.String(), Precision: prec, Impl: "gosd",
-			Seconds: best.Seconds(), GFLOPS: g, PeakShare: g / peakGFLOPS})
+			Seconds: best.Seconds(), GFLOPS: g, PeakShare: g / peakGFLOPS, GFLOPSCPU: gc})
 	}
 	return out, nil
 }

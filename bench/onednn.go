@@ -81,6 +81,7 @@ import "C"
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -88,6 +89,7 @@ func init() { OneDNN = oneDNN }
 
 // oneDNN times oneDNN's matmul (Debian's libdnnl, bench-only) on shapes.
 func oneDNN(shapes [][3]int, precision string, peakGFLOPS float64, minTime time.Duration) ([]KernelResult, error) {
+	threads := runtime.NumCPU()
 	var out []KernelResult
 	for _, s := range shapes {
 		m, k, n := s[0], s[1], s[2]
@@ -95,13 +97,17 @@ func oneDNN(shapes [][3]int, precision string, peakGFLOPS float64, minTime time.
 		if precision == "bf16" {
 			bf = 1
 		}
+		c0 := CPUSeconds()
 		sec := float64(C.bench_matmul(C.long(m), C.long(k), C.long(n), C.int(bf), C.double(minTime.Seconds())))
 		if sec < 0 {
 			return nil, fmt.Errorf("bench: oneDNN %s matmul %dx%dx%d failed (status %.0f)", precision, m, k, n, -sec-2)
 		}
 		g := 2 * float64(m) * float64(k) * float64(n) / sec / 1e9
+		// CPU rate: the whole call (warm-up and set-up included, so a low estimate).
+		calls := max(2, int(minTime.Seconds()/sec)) + 1
+		gc := 2 * float64(m) * float64(k) * float64(n) * float64(calls) / (CPUSeconds() - c0) * float64(threads) / 1e9
 		out = append(out, KernelResult{Op: "linear", Shape: fmt.Sprintf("%dx%dx%d", m, k, n), DType: precision,
-			Precision: precision, Impl: "onednn", Seconds: sec, GFLOPS: g, PeakShare: g / peakGFLOPS})
+			Precision: precision, Impl: "onednn", Seconds: sec, GFLOPS: g, PeakShare: g / peakGFLOPS, GFLOPSCPU: gc})
 	}
 	return out, nil
 }

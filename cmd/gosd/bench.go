@@ -209,17 +209,18 @@ func printKernels(w io.Writer, ks []bench.KernelResult) {
 		}
 		got[kk][k.Precision] = k
 	}
-	fmt.Fprintf(w, "\n%-7s %-10s %-20s %9s %9s %7s %9s %9s %7s\n", "impl", "kernel", "shape",
-		"f32 ms", "GFLOP/s", "% peak", "bf16 ms", "GFLOP/s", "% peak")
+	fmt.Fprintf(w, "\n%-7s %-10s %-20s %9s %9s %7s %9s %9s %9s %7s %9s\n", "impl", "kernel", "shape",
+		"f32 ms", "GFLOP/s", "% peak", "GF/s-cpu", "bf16 ms", "GFLOP/s", "% peak", "GF/s-cpu")
 	for _, kk := range order {
 		fmt.Fprintf(w, "%-7s %-10s %-20s", kk.impl, kk.op, kk.shape)
 		for _, p := range []string{"f32", "bf16"} {
 			if r, ok := got[kk][p]; ok {
-				fmt.Fprintf(w, " %9.2f %9.1f %6.1f%%", r.Seconds*1e3, r.GFLOPS, 100*r.PeakShare)
+				fmt.Fprintf(w, " %9.2f %9.1f %6.1f%% %9.1f", r.Seconds*1e3, r.GFLOPS, 100*r.PeakShare, r.GFLOPSCPU)
 			} else {
-				fmt.Fprintf(w, " %9s %9s %7s", "-", "-", "-")
+				fmt.Fprintf(w, " %9s %9s %7s %9s", "-", "-", "-", "-")
 			}
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintln(w, "(% peak: wall-clock GFLOP/s over that precision's peak; GF/s-cpu: flops per CPU-second x threads)")
 }
