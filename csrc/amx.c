@@ -10,7 +10,7 @@
  * selected. Wiring it needs 16-row A panels and 32-deep k blocks in the driver.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "gemm.h"
 
 #include <cpuid.h>
 #include <immintrin.h>

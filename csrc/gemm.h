@@ -9,13 +9,14 @@
  * SDI_NR columns. Packed A holds SDI_MR rows interleaved per k ([kc][MR]),
  * packed B holds SDI_NR columns per k ([kc][NR]), both zero padded.
  *
- * Adding a kernel family (AVX512-BF16 vdpbf16ps, AMX-BF16 tiles): the
- * driver (gemm.c) only sees the micro-kernel and the packing routines through
- * sdi_ctx, so a family supplies its own ukr and packers that write bf16 pairs
- * of k ([kc/2][NR][2] for vdpbf16ps, 16x32 tiles for AMX) into the same
- * per-thread buffers, plus its MR/NR and block sizes.
- * TODO: make MR/NR per-family fields instead of compile-time constants when
- * the first bf16 family lands.
+ * Kernel families: the f32 family (ukr, tpack, cvt below) and the
+ * AVX512-BF16 family (bf16.c), which reuses the f32 packers and converts
+ * each packed panel to bf16 pairs of k ([kc/2][MR][2] and [kc/2][NR][2])
+ * for the VDPBF16PS micro-kernel, or takes weight panels whole from the
+ * weight cache. Both use the same MR x NR register block.
+ * TODO: wire the AMX-BF16 tile kernel (amx.c, sdi_ukr_amx: 16x16 tiles,
+ * 32-deep k blocks); it needs its own MR/NR and packers, so MR/NR become
+ * per-family fields then. Unmeasured: no AMX on the development machine.
  */
 #define SDI_MR 12
 #define SDI_NR 32
@@ -101,6 +102,9 @@ void sdi_panel_bf16(const float *src, int64_t sstride, int64_t kc, int r, uint16
  * (i*panels + p)*kcbp*R. NULL when the cache budget is spent (pack per call).
  */
 const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb);
+
+/* AMX-BF16 tile kernel (amx.c); only when sd_cpu_has_amx(). Not used yet. */
+void sdi_ukr_amx(int64_t kb, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc);
 
 sdi_ukr_fn sdi_get_ukr(void);
 sdi_tpack_fn sdi_get_tpack(void);

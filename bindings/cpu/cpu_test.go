@@ -2,6 +2,8 @@ package cpu
 
 import (
 	"errors"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +37,43 @@ func TestProbe(t *testing.T) {
 	ghz, gf, err := Probe(0.02)
 	if err != nil || ghz <= 0.1 || (HasAVX512() && gf <= 0) {
 		t.Fatalf("Probe = %v GHz, %v GFLOP/s, %v", ghz, gf, err)
+	}
+}
+
+// The CPU features reported match /proc/cpuinfo's flags: AMX is never
+// claimed without amx_tile and amx_bf16, and bf16 is active only when
+// selected on a CPU with avx512_bf16.
+func TestFeaturesAndPrecision(t *testing.T) {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	flags := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "flags" {
+			for _, f := range strings.Fields(v) {
+				flags[f] = true
+			}
+			break
+		}
+	}
+	if HasAMX() && !(flags["amx_tile"] && flags["amx_bf16"]) {
+		t.Fatal("HasAMX without amx_tile/amx_bf16 in /proc/cpuinfo")
+	}
+	if HasBF16() != (flags["avx512_bf16"] && HasAVX512()) {
+		t.Fatalf("HasBF16 = %v, cpuinfo avx512_bf16 = %v", HasBF16(), flags["avx512_bf16"])
+	}
+	defer SetPrecision(PrecF32)
+	if err := SetPrecision(PrecBF16); err != nil {
+		t.Fatal(err)
+	}
+	if Precision() != PrecBF16 || BF16Active() != (HasBF16() && ISA() == ISAAVX512) {
+		t.Fatalf("bf16 selected: precision %d, active %v", Precision(), BF16Active())
+	}
+	if err := SetPrecision(PrecF32); err != nil || BF16Active() {
+		t.Fatalf("f32 selected: err %v, bf16 active %v", err, BF16Active())
+	}
+	if err := SetPrecision(7); err == nil {
+		t.Fatal("precision 7 accepted")
 	}
 }

@@ -11,7 +11,9 @@ import (
 // AVX-512 micro-kernels chosen at run time and a portable C path for other
 // CPUs (forced with the environment variable GOSD_CPU=portable). It checks
 // shapes and dtypes in Go before crossing into C. Kernels use all CPUs unless
-// SetThreads says otherwise.
+// SetThreads says otherwise. Matrix products run in f32 unless SetPrecision
+// (or GOSD_PRECISION=bf16) selects bf16 (AVX512-BF16), where weights are
+// packed once into a bounded cache (SetCPUWeightCache).
 type CPU struct{}
 
 var _ Backend = (*CPU)(nil)
