@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/gosd/gosd/sd/ckpt"
 	"github.com/gosd/gosd/sd/clip"
 	"github.com/gosd/gosd/sd/prompt"
 	"github.com/gosd/gosd/sd/tensor"
@@ -377,4 +378,19 @@ func (p *Pipeline) newFamilyEncoders(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// PredictionHint tells, without building any network, what Load would
+// use as the prediction type of an opened checkpoint, for display (gosd
+// inspect): a diffusers folder's scheduler prediction_type
+// ("scheduler_config.json"), eps for SD 1.x and SDXL single files
+// ("family"), and for SD 2.x single files pred "" with source
+// "a1111-test" (decided at load by running the UNet once; the 768-v
+// releases give v, the 512 base eps).
+func PredictionHint(ck *ckpt.Checkpoint) (pred, source string, err error) {
+	p := &Pipeline{ck: ck, family: ck.Family}
+	if componentConfig(ck, "scheduler") == nil && ck.Family == "sd2" {
+		return "", "a1111-test", nil
+	}
+	return p.detectPrediction("")
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gosd/gosd/sd/ckpt"
 	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
 	"github.com/gosd/gosd/sd/testmodel"
@@ -139,7 +140,20 @@ func TestFamilyPrediction(t *testing.T) {
 		!strings.Contains(err.Error(), "x0") {
 		t.Fatalf("bad prediction type: %v", err)
 	}
-	for _, m := range []string{path, writeFamily(t, "sdxl", "single"), writeFamily(t, "sd21", "diffusers")} {
+	for _, c := range []struct{ path, pred, src string }{
+		{path, "", "a1111-test"}, {writeFamily(t, "sdxl", "single"), "eps", "family"},
+		{writeFamily(t, "sd21", "diffusers"), "v", "scheduler_config.json"},
+	} {
+		ck, err := ckpt.Open(c.path, ckpt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pred, src, err := PredictionHint(ck)
+		ck.Close()
+		if err != nil || pred != c.pred || src != c.src {
+			t.Errorf("%s: hint %q %q %v, want %q %q", c.path, pred, src, err, c.pred, c.src)
+		}
+		m := c.path
 		var logs strings.Builder
 		q, err := Load(context.Background(), m, Options{Tokenizer: tok, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		if err != nil {
