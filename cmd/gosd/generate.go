@@ -28,7 +28,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfg := fs.Float64("cfg", d.CFG, "classifier-free guidance scale")
 	sampler := fs.String("sampler", d.Sampler, "sampler: "+strings.Join(sd.Samplers, ", "))
 	schedule := fs.String("schedule", d.Schedule, "sigma schedule: "+strings.Join(sd.Schedules, ", "))
-	seed := fs.Int64("seed", -1, "noise seed (-1: random)")
+	seed := fs.Int64("seed", -1, "noise seed (negative: random, logged)")
 	clipSkip := fs.Int("clip-skip", d.ClipSkip, "CLIP layers to skip from the end (1 = none)")
 	rngKind := fs.String("rng", d.RNG, "noise generator: cuda (AUTOMATIC1111) or cpu (ComfyUI)")
 	output := fs.String("output", "out.png", "output PNG path")

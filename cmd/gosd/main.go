@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"unsafe"
 )
 
 // usageError marks errors in the command line itself (exit status 2).
@@ -151,14 +152,16 @@ func newLogger(stderr io.Writer, verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// isTerminal reports whether w is a character device (an interactive terminal).
+// isTerminal reports whether w is an interactive terminal: a file whose
+// terminal attributes can be read (TCGETS), which /dev/null and pipes lack.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	var t syscall.Termios
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return errno == 0
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
