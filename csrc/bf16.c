@@ -89,7 +89,7 @@ typedef struct wentry {
 	int dt, r;
 	int64_t rows, k, ld, kcb;
 	uint64_t fp;
-	int samples; /* of the fingerprint */
+	int spread; /* fingerprint of spread elements too (not in a file mapping) */
 	uint16_t *data;
 	size_t bytes;
 } wentry;
@@ -173,18 +173,25 @@ static int drop_file_pages(const void *p, size_t bytes)
 }
 
 /*
- * fingerprint hashes (FNV-1a) `samples` (>= 2) elements spread over the n
- * elements of w. Released file pages come back on reading (with the
- * kernel's fault-around, 64 KiB each), so those weights use 2 samples.
+ * fingerprint hashes (FNV-1a) the first and last 32 elements of the n
+ * elements of w and, when spread is set, 9 more spread over all of them.
+ * Released file pages come back on reading (with the kernel's fault-around,
+ * 64 KiB each), so weights in file mappings hash only their two ends: two
+ * page faults per call.
  */
-static uint64_t fingerprint(const void *w, int dt, int64_t n, int samples)
+static uint64_t fingerprint(const void *w, int dt, int64_t n, int spread)
 {
 	uint64_t h = 1469598103934665603ull;
 	size_t es = dt == SD_F32 ? 4 : 2;
-	for (int i = 0; i < samples && n > 0; i++) {
-		int64_t at = (int64_t)((double)(n - 1) * i / (samples - 1));
+	int64_t idx[73];
+	int cnt = 0;
+	for (int64_t i = 0; i < 32 && i < n; i++)
+		idx[cnt++] = i, idx[cnt++] = n - 1 - i;
+	for (int i = 0; spread && i < 9 && n > 0; i++)
+		idx[cnt++] = (int64_t)((double)(n - 1) * i / 8.0);
+	for (int j = 0; j < cnt; j++) {
 		uint32_t v = 0;
-		memcpy(&v, (const char *)w + (size_t)at * es, es);
+		memcpy(&v, (const char *)w + (size_t)idx[j] * es, es);
 		for (int b = 0; b < 4; b++) {
 			h ^= (v >> (8 * b)) & 0xff;
 			h *= 1099511628211ull;
@@ -208,7 +215,7 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 		wentry *e = *pp;
 		if (e->p == p && e->dt == dt && e->r == r && e->rows == rows && e->k == k &&
 		    e->ld == ld && e->kcb == kcb) {
-			if (e->fp == fingerprint(p, dt, nel, e->samples)) {
+			if (e->fp == fingerprint(p, dt, nel, e->spread)) {
 				pthread_mutex_unlock(&g_wmu);
 				return e->data;
 			}
@@ -261,8 +268,8 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 		pthread_mutex_unlock(&g_wmu);
 		return NULL;
 	}
-	int samples = drop_file_pages(p, (size_t)nel * es) ? 2 : 9;
-	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fingerprint(p, dt, nel, samples), samples,
+	int spread = !drop_file_pages(p, (size_t)nel * es);
+	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fingerprint(p, dt, nel, spread), spread,
 		      data, bytes};
 	g_wlist = e;
 	g_wused += (int64_t)bytes;

@@ -68,7 +68,13 @@ func CPUHasBF16() bool { return cpu.HasBF16() }
 // SetCPUWeightCache sets the memory budget (bytes) of the cache of weights
 // packed once in bf16 panels (bf16 precision only; 0 disables and empties it)
 // and returns the bytes in use; a negative limit only queries. Default:
-// GOSD_WEIGHT_CACHE_MB MiB, else 4 GiB.
+// GOSD_WEIGHT_CACHE_MB MiB, else 4 GiB. Entries are keyed by the weight's
+// address, dtype and shape and checked against a fingerprint of sampled
+// elements on every call (for weights in read-only file mappings, whose
+// pages the cache releases: the first and last 32 elements). Code that
+// unmaps a checkpoint and maps another in its place, or edits weights in
+// place, should empty the cache: SetCPUWeightCache(0), then restore the
+// budget.
 func SetCPUWeightCache(limit int64) int64 { return cpu.SetWeightCache(limit) }
 
 // SetThreads sets the number of threads the native kernels use (process

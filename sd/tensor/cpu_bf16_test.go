@@ -306,3 +306,29 @@ func mappedRSS(t *testing.T, addr uint64) int {
 	t.Fatalf("mapping at %#x not in /proc/self/smaps", addr)
 	return 0
 }
+
+// TestCPUBF16CacheSeesChangedWeight changes a weight in place between two
+// bf16 calls (as an in-place LoRA merge would): the cached panels must not be
+// reused.
+func TestCPUBF16CacheSeesChangedWeight(t *testing.T) {
+	rng := rand.New(rand.NewSource(15))
+	x := randF32(rng, -1, 1, 30, 200)
+	w := asDType(randF32(rng, -1, 1, 50, 200), F16)
+	withBF16(t, func(be *CPU) {
+		y1, y2 := New(30, 50), New(30, 50)
+		if err := be.Linear(y1, x, w, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range w.Half {
+			w.Half[i] ^= 0x8000 // negate every weight
+		}
+		if err := be.Linear(y2, x, w, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range y1.F32 {
+			if y2.F32[i] != -y1.F32[i] {
+				t.Fatalf("[%d] = %v after negating the weight, want %v (stale cached panels)", i, y2.F32[i], -y1.F32[i])
+			}
+		}
+	})
+}
