@@ -11,6 +11,8 @@
  */
 #include "gemm.h"
 
+#include <immintrin.h>
+
 #ifndef SDI_AT_T
 #define SDI_AT_T 64 /* queries per tile, a multiple of SDI_NR */
 #endif
@@ -81,6 +83,74 @@ SDI_AVX512 static void softmax_avx512(float *s, float *m, float *l, float *o, in
 	SDI_SOFTMAX_BODY
 }
 
+/*
+ * exp2_ps: 2^x for 16 lanes (0 where x is -inf): x = n + f with n the nearest
+ * integer and |f| <= 1/2, 2^f = e^(f·ln2) by its degree-5 Taylor polynomial
+ * (relative error < 2e-6, far below bf16's 2^-9), scaled by 2^n with
+ * VSCALEFPS (which also handles underflow).
+ */
+SDI_AVX512 static inline __m512 exp2_ps(__m512 x)
+{
+	__mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+	__m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 f = _mm512_sub_ps(x, n);
+	__m512 p = _mm512_set1_ps(1.3333558146428443e-3f);              /* ln2^5/120 */
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f)); /* ln2^4/24 */
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f)); /* ln2^3/6 */
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f)); /* ln2^2/2 */
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f)); /* ln2 */
+	p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+	return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/*
+ * softmax_b16 is the online-softmax step of bf16 runs, on scores in the
+ * base-2 domain (queries were scaled by log2(e)/sqrt(D), so 2^s replaces
+ * e^s): same contract as SDI_SOFTMAX_BODY, explicit 16-lane code with
+ * exp2_ps instead of sdi_expf.
+ */
+SDI_AVX512 static void softmax_b16(float *s, float *m, float *l, float *o, int64_t kb, int64_t dp,
+				   int causal, int64_t q0, int64_t k0)
+{
+	const __m512 ninf = _mm512_set1_ps(-INFINITY);
+	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
+		float *sp = s + (int64_t)jb * SDI_AT_KB * SDI_NR;
+		for (int h = 0; h < SDI_NR / 16; h++) {
+			float *mp = m + jb * SDI_NR + 16 * h, *lp = l + jb * SDI_NR + 16 * h;
+			__m512 mold = _mm512_loadu_ps(mp), mnew = mold;
+			for (int64_t j = 0; j < kb; j++) {
+				float *row = sp + j * SDI_NR + 16 * h;
+				__m512 v = _mm512_loadu_ps(row);
+				if (causal) {
+					int64_t t = -(q0 + jb * SDI_NR - (k0 + j)) - 16 * h; /* lanes < t masked */
+					t = t < 0 ? 0 : t > 16 ? 16 : t;
+					if (t > 0) {
+						v = _mm512_mask_mov_ps(v, (__mmask16)((1u << t) - 1), ninf);
+						_mm512_storeu_ps(row, v);
+					}
+				}
+				mnew = _mm512_max_ps(mnew, v);
+			}
+			mnew = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ),
+						  _mm512_setzero_ps());
+			__m512 alpha = exp2_ps(_mm512_sub_ps(mold, mnew)); /* 0 when mold is -inf */
+			__m512 sum = _mm512_setzero_ps();
+			for (int64_t j = 0; j < kb; j++) {
+				float *row = sp + j * SDI_NR + 16 * h;
+				__m512 e = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(row), mnew));
+				_mm512_storeu_ps(row, e);
+				sum = _mm512_add_ps(sum, e);
+			}
+			_mm512_storeu_ps(lp, _mm512_fmadd_ps(_mm512_loadu_ps(lp), alpha, sum));
+			_mm512_storeu_ps(mp, mnew);
+			for (int64_t d = 0; d < dp; d++) {
+				float *orow = o + d * SDI_AT_T + jb * SDI_NR + 16 * h;
+				_mm512_storeu_ps(orow, _mm512_mul_ps(_mm512_loadu_ps(orow), alpha));
+			}
+		}
+	}
+}
+
 typedef void (*softmax_fn)(float *, float *, float *, float *, int64_t, int64_t, int, int64_t,
 			   int64_t);
 
@@ -140,6 +210,8 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 	int64_t d = J->d, dp = J->dp, hd = J->heads * d;
 	int64_t tq = J->lq - q0 < SDI_AT_T ? J->lq - q0 : SDI_AT_T;
 	float scale = 1.0f / sqrtf((float)d);
+	if (J->bf16)
+		scale *= 1.4426950408889634f; /* base-2 scores for softmax_b16 */
 	/* Qᵀ as B panels [D][NR], scaled by 1/sqrt(D); columns past the tile are zero. */
 	const float *qt = J->q + (n * J->lq + q0) * hd + h * d;
 	for (int64_t c0 = 0; c0 < SDI_AT_T; c0 += 16) {
@@ -172,7 +244,7 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 						     B->q16 + (int64_t)jb * d2 * SDI_NR,
 						     B->s + (int64_t)jb * SDI_AT_KB * SDI_NR + ia * SDI_MR * SDI_NR,
 						     SDI_NR, 0);
-			J->softmax(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
+			softmax_b16(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
 			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
 				sdi_panel_bf16(B->s + (int64_t)jb * SDI_AT_KB * SDI_NR, SDI_NR, kb, SDI_NR,
 					       B->s16 + (int64_t)jb * SDI_AT_KB * SDI_NR);
