@@ -490,6 +490,29 @@ static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int
 }
 
 /*
+ * pack_a16 packs rows [i0, i0+mc), depth [p0, p0+kc) of A into bf16 MR-row
+ * panels of kcp = kc rounded up to even: f32 rows directly, anything else
+ * through the f32 packers and a conversion.
+ */
+static void pack_a16(const sdi_gemm *g, sdi_ctx *x, uint16_t *dst, int64_t i0, int64_t mc,
+		     int64_t p0, int64_t kc)
+{
+	int64_t kcp = (kc + 1) & ~(int64_t)1;
+	if (g->a_kind == SDI_A_ROWS && g->adt == SD_F32) {
+		for (int64_t ip = 0; ip < mc; ip += SDI_MR) {
+			int64_t mr = mc - ip < SDI_MR ? mc - ip : SDI_MR;
+			const float *src = (const float *)g->a + (i0 + ip) * g->lda + p0;
+			sdi_tpack_bf16(src, g->lda, mr, SDI_MR, kc, dst + (ip / SDI_MR) * kcp * SDI_MR, SDI_MR);
+		}
+		return;
+	}
+	pack_a(g, x, x->apack, i0, mc, p0, kc);
+	for (int64_t ip = 0; ip < mc; ip += SDI_MR)
+		sdi_panel_bf16(x->apack + (ip / SDI_MR) * kc * SDI_MR, SDI_MR, kc, SDI_MR,
+			       dst + (ip / SDI_MR) * kcp * SDI_MR);
+}
+
+/*
  * gemm_tile_bf16 is gemm_tile for bf16 runs: A and B panels are packed in f32
  * as above, then converted to bf16 pairs (or taken whole from the weight
  * cache), and the VDPBF16PS micro-kernel runs over pairs of k.
@@ -510,12 +533,8 @@ static void gemm_tile_bf16(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1
 			int64_t kc = g->k - pc < kcb ? g->k - pc : kcb, kcp = (kc + 1) & ~(int64_t)1;
 			int first = pc == 0;
 			const uint16_t *acache = x->wa ? x->wa + bi * mpan * kcbp * SDI_MR : NULL;
-			if (!acache && whole_a) {
-				pack_a(g, x, x->apack, m0, m1 - m0, pc, kc);
-				for (int64_t ip = 0; ip < m1 - m0; ip += SDI_MR)
-					sdi_panel_bf16(x->apack + (ip / SDI_MR) * kc * SDI_MR, SDI_MR, kc, SDI_MR,
-						       x->a16 + (ip / SDI_MR) * kcp * SDI_MR);
-			}
+			if (!acache && whole_a)
+				pack_a16(g, x, x->a16, m0, m1 - m0, pc, kc);
 			for (int64_t img = 0; img < batch; img++) {
 				float *c = g->c + img * g->c_bstride;
 				const uint16_t *bblk;
@@ -541,10 +560,7 @@ static void gemm_tile_bf16(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1
 					} else if (whole_a) {
 						ablk = x->a16 + ((ic - m0) / SDI_MR) * kcp * SDI_MR;
 					} else {
-						pack_a(g, x, x->apack, ic, mc, pc, kc);
-						for (int64_t ip = 0; ip < mc; ip += SDI_MR)
-							sdi_panel_bf16(x->apack + (ip / SDI_MR) * kc * SDI_MR, SDI_MR,
-								       kc, SDI_MR, x->a16 + (ip / SDI_MR) * kcp * SDI_MR);
+						pack_a16(g, x, x->a16, ic, mc, pc, kc);
 						ablk = x->a16;
 					}
 					for (int64_t jr = 0; jr < nc; jr += SDI_NR) {

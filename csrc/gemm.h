@@ -96,6 +96,13 @@ void sdi_ukr_bf16(int64_t k2, const uint16_t *a, const uint16_t *b, float *c, in
  */
 void sdi_panel_bf16(const float *src, int64_t sstride, int64_t kc, int r, uint16_t *dst);
 /*
+ * sdi_tpack_bf16 packs rows [0, nrows) of f32 src (row stride ld), depth kc,
+ * straight into bf16 pairs: 32-bit word [q*dstride + r] of dst holds
+ * elements 2q and 2q+1 of row r, for r < width <= 16; padding is zero.
+ */
+void sdi_tpack_bf16(const float *src, int64_t ld, int64_t nrows, int width, int64_t kc,
+		    uint16_t *dst, int64_t dstride);
+/*
  * sdi_wcache returns the whole weight operand (which = SDI_W_A: g->a with R =
  * SDI_MR; SDI_W_B: g->b with R = SDI_NR) packed in bf16 panels, cached: depth
  * block i (kcb deep, kcbp = kcb rounded up to even) and panel p lie at

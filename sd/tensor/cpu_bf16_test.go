@@ -228,7 +228,7 @@ func TestCPUBF16Attention(t *testing.T) {
 // result after the bf16 calls equals the one before).
 func TestCPUBF16MappedWeight(t *testing.T) {
 	rng := rand.New(rand.NewSource(14))
-	const m, k, n = 40, 2000, 400
+	const m, k, n = 8, 4096, 2048 // a 16 MiB weight: large page-cache folios (up to 2 MiB) come back whole when read
 	w := asDType(randF32(rng, -1, 1, n, k), F16)
 	path := filepath.Join(t.TempDir(), "w.bin")
 	buf := make([]byte, 2*len(w.Half))
@@ -273,7 +273,7 @@ func TestCPUBF16MappedWeight(t *testing.T) {
 		}
 		rss1 := mappedRSS(t, addr)
 		t.Logf("resident pages of the mapped weight: %d kB before packing, %d kB after", rss0, rss1)
-		if rss0 < 1500 || rss1 > rss0/4 {
+		if rss0 < 15000 || rss1 > rss0/3 {
 			t.Fatalf("mapped weight resident %d kB before, %d kB after packing: pages not released", rss0, rss1)
 		}
 	})
