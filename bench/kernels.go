@@ -70,6 +70,11 @@ func weight(r *rand.Rand, dt tensor.DType, shape ...int) *tensor.Tensor {
 // projections for a CFG batch of two at 512x512 (8192 rows).
 var MatMulShapes = [][3]int{{8192, 320, 2880}, {8192, 1280, 5120}, {8192, 640, 5760}}
 
+// SD15LinearShapes are the UNet's Linear shapes (M, K, N) at 512x512 for
+// one image: attention projections, GEGLU in-projection and feed-forward
+// out-projection at level 0, GEGLU in-projection at level 1.
+var SD15LinearShapes = [][3]int{{4096, 320, 320}, {4096, 320, 2560}, {4096, 1280, 320}, {1024, 640, 5120}}
+
 // OneDNN, when the binary is built with the onednn tag, times oneDNN's
 // matmul on the shapes (M, K, N) in precision "f32" or "bf16" (bf16 inputs,
 // f32 output); nil otherwise.
@@ -102,10 +107,9 @@ func SD15Kernels(dt tensor.DType) []KernelCase {
 	for _, m := range MatMulShapes {
 		linear(m[0], m[1], m[2])
 	}
-	linear(4096, 320, 320)  // attention projections, level 0
-	linear(4096, 320, 2560) // GEGLU in-projection, level 0
-	linear(4096, 1280, 320) // feed-forward out-projection, level 0
-	linear(1024, 640, 5120) // GEGLU in-projection, level 1
+	for _, m := range SD15LinearShapes {
+		linear(m[0], m[1], m[2])
+	}
 	conv(320, 320, 64)      // level-0 residual convs
 	conv(640, 640, 32)      // level-1 residual convs
 	conv(1280, 1280, 16)    // level-2 residual convs

@@ -111,7 +111,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			rep.Kernels = append(rep.Kernels, ks...)
 			if bench.OneDNN != nil && isCPU {
-				ks, err := bench.OneDNN(bench.MatMulShapes, p, peak, time.Second)
+				shapes := append(append([][3]int(nil), bench.MatMulShapes...), bench.SD15LinearShapes...)
+				ks, err := bench.OneDNN(shapes, p, peak, time.Second)
 				if err != nil {
 					return err
 				}
