@@ -20,7 +20,7 @@ static double now_s(void)
 // given transposed, as gosd's Linear takes them); bf16 != 0 makes x and w
 // bf16 (converted before timing), y stays f32. Returns the best seconds of
 // at least two calls lasting min_s in all, or a negative dnnl status.
-static double bench_matmul(long m, long k, long n, int bf16, double min_s)
+static double bench_matmul(long m, long k, long n, int bf16, double min_s, int *calls)
 {
 	dnnl_engine_t eng;
 	dnnl_stream_t st;
@@ -57,7 +57,9 @@ static double bench_matmul(long m, long k, long n, int bf16, double min_s)
 	dnnl_primitive_execute(prim, st, 3, args); // warm-up
 	dnnl_stream_wait(st);
 	double best = 1e30, t0 = now_s();
+	*calls = 1; // the warm-up
 	for (int i = 0; i < 2 || now_s() - t0 < min_s; i++) {
+		(*calls)++;
 		double a = now_s();
 		dnnl_primitive_execute(prim, st, 3, args);
 		dnnl_stream_wait(st);
@@ -98,13 +100,14 @@ func oneDNN(shapes [][3]int, precision string, peakGFLOPS float64, minTime time.
 			bf = 1
 		}
 		c0 := CPUSeconds()
-		sec := float64(C.bench_matmul(C.long(m), C.long(k), C.long(n), C.int(bf), C.double(minTime.Seconds())))
+		var ncalls C.int
+		sec := float64(C.bench_matmul(C.long(m), C.long(k), C.long(n), C.int(bf), C.double(minTime.Seconds()), &ncalls))
 		if sec < 0 {
 			return nil, fmt.Errorf("bench: oneDNN %s matmul %dx%dx%d failed (status %.0f)", precision, m, k, n, -sec-2)
 		}
 		g := 2 * float64(m) * float64(k) * float64(n) / sec / 1e9
-		// CPU rate: the whole call (warm-up and set-up included, so a low estimate).
-		calls := max(2, int(minTime.Seconds()/sec)) + 1
+		// CPU rate over the warm-up and timed calls (set-up included: a low estimate).
+		calls := int(ncalls)
 		gc := 2 * float64(m) * float64(k) * float64(n) * float64(calls) / (CPUSeconds() - c0) * float64(threads) / 1e9
 		out = append(out, KernelResult{Op: "linear", Shape: fmt.Sprintf("%dx%dx%d", m, k, n), DType: precision,
 			Precision: precision, Impl: "onednn", Seconds: sec, GFLOPS: g, PeakShare: g / peakGFLOPS, GFLOPSCPU: gc})
