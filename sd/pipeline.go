@@ -303,6 +303,19 @@ func (p *Pipeline) Close() error {
 	return p.ck.Close()
 }
 
+// NativeSize is the image size the model was trained at, which Generate
+// uses when a request gives no size: 1024x1024 for SDXL, 768x768 for SD 2.x
+// v-prediction models, 512x512 otherwise.
+func (p *Pipeline) NativeSize() (width, height int) {
+	switch {
+	case p.family == "sdxl":
+		return 1024, 1024
+	case p.family == "sd2" && p.pred == PredictionV:
+		return 768, 768
+	}
+	return 512, 512
+}
+
 // Generate runs text-to-image for r and returns the image with the
 // parameters used. It honours ctx cancellation between UNet evaluations.
 func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
@@ -311,8 +324,8 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	if p.closed {
 		return nil, errors.New("sd: pipeline is closed")
 	}
-	if p.family == "sdxl" && r.Width == 0 && r.Height == 0 {
-		r.Width, r.Height = 1024, 1024 // SDXL's native size
+	if r.Width == 0 && r.Height == 0 {
+		r.Width, r.Height = p.NativeSize()
 	}
 	if err := r.normalize(); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +23,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	promptFile := fs.String("prompt-file", "", "read the prompt from this UTF-8 text file")
 	negative := fs.String("negative", "", "negative prompt")
 	negativeFile := fs.String("negative-file", "", "read the negative prompt from this UTF-8 text file")
-	width := fs.Int("width", d.Width, "image width in pixels, a multiple of 8")
-	height := fs.Int("height", d.Height, "image height in pixels, a multiple of 8")
+	width := fs.Int("width", 0, "image width in pixels, a multiple of 8 (default: the model's native size, 512, 768 for SD 2.x v-models, 1024 for SDXL)")
+	height := fs.Int("height", 0, "image height in pixels, a multiple of 8 (default: as --width)")
 	steps := fs.Int("steps", d.Steps, "sampling steps")
 	cfg := fs.Float64("cfg", d.CFG, "classifier-free guidance scale")
 	sampler := fs.String("sampler", d.Sampler, "sampler: "+strings.Join(sd.Samplers, ", "))
@@ -39,6 +40,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	ema := fs.Bool("ema", false, "use the EMA copy of the UNet weights when the file has one")
 	backend := fs.String("backend", "cpu", "compute backend: cpu, cuda (cuda builds) or ref (slow pure-Go reference)")
 	gpu := fs.Int("device", 0, "GPU index for --backend cuda (see gosd devices)")
+	prediction := fs.String("prediction", "", "override the model's prediction type: eps or v (default: detected)")
 	verbose := fs.Bool("v", false, "verbose logs")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -63,16 +65,21 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
-	// The SDK reads zero as "use the default"; on the command line, where
-	// every flag shows its default, a zero or negative value is a mistake.
+	// The SDK reads zero as "use the default"; on the command line a zero or
+	// negative value given explicitly is a mistake.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, f := range []struct {
 		name string
 		v    float64
 	}{{"width", float64(*width)}, {"height", float64(*height)}, {"steps", float64(*steps)},
 		{"cfg", *cfg}, {"clip-skip", float64(*clipSkip)}} {
-		if f.v <= 0 {
+		if f.v <= 0 && (set[f.name] || (f.name != "width" && f.name != "height")) {
 			return usagef("--%s %g: must be positive", f.name, f.v)
 		}
+	}
+	if (*width == 0) != (*height == 0) { // one side given: square
+		*width, *height = max(*width, *height), max(*width, *height)
 	}
 	if !strings.EqualFold(filepath.Ext(*output), ".png") {
 		return usagef("--output %q: only .png output is supported", *output)
@@ -89,13 +96,13 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if *backend == "cuda" {
-		if err := checkGPU(*gpu, req.Width, req.Height); err != nil {
+		if err := checkGPU(*gpu, max(req.Width, 512), max(req.Height, 512)); err != nil {
 			return err
 		}
 	}
 	log := newLogger(stderr, *verbose)
 	opts := sd.Options{Backend: *backend, Device: *gpu, Threads: *threads, UseEMA: *ema, Tokenizer: *tokenizer, Logger: log,
-		EmbeddingsDir: *embDir, LoraDir: *loraDir}
+		EmbeddingsDir: *embDir, LoraDir: *loraDir, Prediction: *prediction}
 	start := time.Now()
 	p, err := sd.Load(ctx, *model, opts)
 	if err != nil {

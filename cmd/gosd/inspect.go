@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gosd/gosd/sd"
 	"github.com/gosd/gosd/sd/ckpt"
 	"github.com/gosd/gosd/sd/lora"
 )
@@ -55,6 +56,13 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "path     %s\n", info.Path)
 	fmt.Fprintf(stdout, "family   %s (%s)\n", familyNames[info.Family], info.Family)
 	fmt.Fprintf(stdout, "layout   %s\n", info.Layout)
+	if pred, src, err := sd.PredictionHint(c); err == nil {
+		if src == "a1111-test" {
+			fmt.Fprintln(stdout, "predict  decided at load by AUTOMATIC1111's test (768-v releases give v; --prediction overrides)")
+		} else {
+			fmt.Fprintf(stdout, "predict  %s (%s)\n", pred, src)
+		}
+	}
 	fmt.Fprintf(stdout, "dtype    %s (tensors by dtype: %s)\n", info.DType, countList(info.DTypes))
 	fmt.Fprintf(stdout, "tensors  %d (%s)\n", info.Tensors, countList(info.Parts))
 	fmt.Fprintf(stdout, "params   %.3f G in %.2f GB\n", float64(info.Params)/1e9, float64(info.Bytes)/1e9)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/gosd/gosd/sd/tensor"
@@ -12,7 +14,7 @@ import (
 
 func runTestModel(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("testmodel", stderr)
-	family := fs.String("family", "sd15", "model family: sd15")
+	family := fs.String("family", "sd15", "model family: sd15, sd21 or sdxl")
 	size := fs.String("size", "tiny", "tiny (for tests) or full (the released tensor names and shapes)")
 	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16")
 	layout := fs.String("layout", "single", "single (.safetensors), ckpt (PyTorch zip) or diffusers (folder)")
@@ -43,7 +45,9 @@ func runTestModel(_ context.Context, args []string, stdout, stderr io.Writer) er
 	opts := testmodel.Options{Family: *family, Size: *size, DType: dt, Layout: *layout, Seed: *seed, Output: *output}
 	if *configDir != "" {
 		opts.ConfigDir = *configDir
-		opts.TokenizerDir = *configDir + "/tokenizer"
+		if _, err := os.Stat(filepath.Join(*configDir, "tokenizer", "merges.txt")); err == nil {
+			opts.TokenizerDir = filepath.Join(*configDir, "tokenizer")
+		}
 	}
 	if err := testmodel.Write(opts); err != nil {
 		return err
