@@ -54,9 +54,11 @@ func (*CPU) SetPrecision(p string) error {
 	return cpu.SetPrecision(v)
 }
 
-// Precision returns the precision selected: "f32" or "bf16".
+// Precision returns the precision the matrix products run in: "bf16" only
+// when it is selected and the bf16 kernels are active on this CPU (not under
+// GOSD_CPU=portable), else "f32".
 func (*CPU) Precision() string {
-	if cpu.Precision() == cpu.PrecBF16 {
+	if cpu.Precision() == cpu.PrecBF16 && cpu.BF16Active() {
 		return "bf16"
 	}
 	return "f32"
