@@ -46,8 +46,10 @@ vet: deps
 # links the cuda-tagged Go build (installing Debian's CUDA toolkit once).
 test: vet test-c test-go test-portable cuda-check
 
+# go test runs two packages at once, each with an OpenMP team of all cores:
+# passive waiting keeps the teams from spinning against each other.
 test-go: deps
-	$(GO) test -timeout $(TESTTIMEOUT) ./...
+	OMP_WAIT_POLICY=passive $(GO) test -timeout $(TESTTIMEOUT) ./...
 
 # The portable (no AVX-512) kernels must pass the same kernel tests.
 test-portable: deps

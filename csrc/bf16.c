@@ -189,6 +189,14 @@ int64_t sd_cpu_weight_cache(int64_t limit)
 	return used;
 }
 
+void sd_cpu_weight_cache_clear(void)
+{
+	pthread_mutex_lock(&g_wmu);
+	while (g_wlist)
+		wfree_locked(&g_wlist);
+	pthread_mutex_unlock(&g_wmu);
+}
+
 /*
  * drop_file_pages releases the resident pages of [p, p+bytes) when they lie
  * in one read-only, file-backed mapping (a memory-mapped checkpoint): once a

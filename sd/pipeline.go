@@ -300,6 +300,11 @@ func (p *Pipeline) Close() error {
 		return nil
 	}
 	p.closed = true
+	if _, ok := p.be.(*tensor.CPU); ok {
+		// The CPU backend caches packed weights by address; a checkpoint
+		// mapped later at the same address must not meet stale panels.
+		tensor.ClearCPUWeightCache()
+	}
 	return p.ck.Close()
 }
 

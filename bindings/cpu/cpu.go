@@ -156,6 +156,9 @@ func HasAMX() bool { return C.sd_cpu_has_amx() != 0 }
 // queries.
 func SetWeightCache(limit int64) int64 { return int64(C.sd_cpu_weight_cache(C.int64_t(limit))) }
 
+// ClearWeightCache drops every cached packed weight and keeps the budget.
+func ClearWeightCache() { C.sd_cpu_weight_cache_clear() }
+
 // Probe measures the clock (GHz) and one thread's AVX-512 f32 FMA
 // throughput (GFLOP/s, 0 without AVX-512) for about seconds.
 func Probe(seconds float64) (ghz, gflops float64, err error) {

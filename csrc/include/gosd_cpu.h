@@ -83,6 +83,10 @@ int sd_cpu_has_amx(void);
  */
 int64_t sd_cpu_weight_cache(int64_t limit);
 
+/* sd_cpu_weight_cache_clear drops every cached packed weight, keeping the
+ * budget (for a caller that unmaps a checkpoint). */
+void sd_cpu_weight_cache_clear(void);
+
 /*
  * sd_cpu_probe measures, on the calling thread for about `seconds`, the clock
  * (GHz, from a chain of dependent integer adds, one per cycle) and the f32 FMA

@@ -75,9 +75,12 @@ func CPUHasBF16() bool { return cpu.HasBF16() }
 // elements on every call (for weights in read-only file mappings, whose
 // pages the cache releases: the first and last 32 elements). Code that
 // unmaps a checkpoint and maps another in its place, or edits weights in
-// place, should empty the cache: SetCPUWeightCache(0), then restore the
-// budget.
+// place, should empty the cache with ClearCPUWeightCache.
 func SetCPUWeightCache(limit int64) int64 { return cpu.SetWeightCache(limit) }
+
+// ClearCPUWeightCache empties the packed-weight cache and keeps its budget;
+// call it after unmapping a checkpoint whose weights were used.
+func ClearCPUWeightCache() { cpu.ClearWeightCache() }
 
 // SetThreads sets the number of threads the native kernels use (process
 // wide); n <= 0 means all CPUs.
