@@ -42,9 +42,13 @@ var samplerLabels = map[string]string{
 
 // scheduleLabels maps gosd schedule names to AUTOMATIC1111's "Schedule type".
 var scheduleLabels = map[string]string{
-	"normal":   "Automatic",
-	"karras":   "Karras",
-	"discrete": "Automatic",
+	"normal":       "Automatic",
+	"discrete":     "Automatic",
+	"karras":       "Karras",
+	"exponential":  "Exponential",
+	"sgm_uniform":  "SGM Uniform",
+	"simple":       "Simple",
+	"ddim_uniform": "DDIM",
 }
 
 // Infotext formats p the way AUTOMATIC1111 writes the PNG "parameters" text

@@ -312,9 +312,12 @@ func findTokenizer(explicit, modelPath string, ck *ckpt.Checkpoint) (string, err
 	if explicit != "" {
 		return explicit, nil
 	}
+	if os.Getenv("GOSD_TOKENIZER") == "" {
+		tried = append(tried, "$GOSD_TOKENIZER (unset)")
+	}
 	return "", fmt.Errorf("no CLIP tokenizer found (tried %s): single-file checkpoints do not contain it; "+
-		"pass --tokenizer DIR (Options.Tokenizer) with vocab.json and merges.txt from the model's tokenizer folder",
-		strings.Join(append(tried, "$GOSD_TOKENIZER"), ", "))
+		"give a folder with the model's vocab.json and merges.txt (gosd: --tokenizer DIR; SDK: Options.Tokenizer)",
+		strings.Join(tried, ", "))
 }
 
 // BackendName names the compute backend in use.

@@ -426,4 +426,16 @@ func TestSamplersListed(t *testing.T) {
 			t.Errorf("sampler %q has no AUTOMATIC1111 label", s)
 		}
 	}
+	// Every schedule other than the default must be written into the
+	// infotext, or the image cannot be reproduced from its metadata.
+	for _, s := range Schedules {
+		text := Params{Sampler: "euler", Schedule: s}.Infotext()
+		label, ok := scheduleLabels[s]
+		switch {
+		case !ok:
+			t.Errorf("schedule %q has no AUTOMATIC1111 label", s)
+		case label != "Automatic" && !strings.Contains(text, "Schedule type: "+label):
+			t.Errorf("schedule %q: infotext %q lacks its Schedule type", s, text)
+		}
+	}
 }

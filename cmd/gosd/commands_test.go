@@ -135,8 +135,13 @@ func TestTokenizeGolden(t *testing.T) {
 	if want := strings.Trim(fmt.Sprint(meta.Tokens[1:end]), "[]") + "\n"; r.code != 0 || r.stdout != want {
 		t.Errorf("tokenize --raw: exit %d, %q, want %q", r.code, r.stdout, want)
 	}
-	if r := runCLI(t, "tokenize", "a fox"); r.code != 2 || !strings.Contains(r.stderr, "--tokenizer DIR is required") {
+	t.Setenv("GOSD_TOKENIZER", "")
+	if r := runCLI(t, "tokenize", "a fox"); r.code != 2 || !strings.Contains(r.stderr, "--tokenizer DIR (or $GOSD_TOKENIZER) is required") {
 		t.Errorf("no --tokenizer: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	t.Setenv("GOSD_TOKENIZER", tok)
+	if r := runCLI(t, "tokenize", "a fox"); r.code != 0 || !strings.HasPrefix(r.stdout, "49406 320 3240 49407") {
+		t.Errorf("tokenizer from $GOSD_TOKENIZER: exit %d, %q, stderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	if r := runCLI(t, "tokenize", "--tokenizer", tok); r.code != 2 || !strings.Contains(r.stderr, "give the text") {
 		t.Errorf("no text: exit %d, stderr:\n%s", r.code, r.stderr)

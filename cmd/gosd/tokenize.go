@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/gosd/gosd/sd/clip"
@@ -18,7 +19,10 @@ func runTokenize(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *dir == "" {
-		return usagef("--tokenizer DIR is required")
+		*dir = os.Getenv("GOSD_TOKENIZER")
+	}
+	if *dir == "" {
+		return usagef("--tokenizer DIR (or $GOSD_TOKENIZER) is required")
 	}
 	if len(pos) == 0 {
 		return usagef("give the text to tokenize")
