@@ -9,8 +9,14 @@
 //
 // Module names are mapped to the model's original (ldm) weight names
 // through the ckpt key map (diffusers <-> ldm): kohya names are diffusers
-// (or ldm) module paths with "_" for ".", prefixed "lora_unet_" or
-// "lora_te_"; diffusers names are "unet.<module>" or "text_encoder.<module>".
+// (or ldm) module paths with "_" for ".", prefixed "lora_unet_", "lora_te_"
+// (SD 1.x CLIP, SD 2.x OpenCLIP) or, for SDXL, "lora_te1_" (CLIP ViT-L)
+// and "lora_te2_" (OpenCLIP bigG); diffusers names are "unet.<module>",
+// "text_encoder.<module>" or "text_encoder_2.<module>".
+//
+// OpenCLIP keeps q, k and v fused in attn.in_proj_weight [3C, C] (rows
+// 0..C-1 q, C..2C-1 k, 2C..3C-1 v); a q_proj, k_proj or v_proj module is
+// merged into its row slice only (see ckpt.KeyMap.DiffusersParts).
 package lora
 
 import (
@@ -244,6 +250,10 @@ type Match struct {
 	Key    string  // module key in the file
 	Target string  // ldm weight name
 	Scale  float64 // alpha/rank · strength
+	// Part and Parts: the module updates rows [Part·R/Parts, (Part+1)·R/Parts)
+	// of the R-row Target (OpenCLIP's fused q/k/v: Parts 3); Parts is 1
+	// for a whole weight.
+	Part, Parts int
 }
 
 // Unmatched is a LoRA tensor or module that was not applied.
@@ -259,48 +269,76 @@ type Report struct {
 	Unmatched []Unmatched
 }
 
+// Target is the model weight (or row slice of one) a LoRA module updates.
+type Target struct {
+	LDM string // ldm weight name
+	// Part and Parts: rows [Part·R/Parts, (Part+1)·R/Parts) of the R-row
+	// weight (OpenCLIP's fused q/k/v); Parts is 1 for the whole weight.
+	Part, Parts int
+}
+
 // Targets maps LoRA module names to the ldm weight names of a model.
 type Targets struct {
 	km    *ckpt.KeyMap
-	kohya map[string]string // kohya name -> ldm weight ("" when ambiguous)
+	kohya map[string]Target // kohya name -> target (LDM "" when ambiguous)
 	names map[string]bool
 }
 
+// kohyaPrefixes are the ldm prefixes of the LoRA-able networks, the kohya
+// prefix of their modules and the part of the ldm name kept in ldm-style
+// kohya names.
+var kohyaPrefixes = []struct{ ldm, kohya, strip string }{
+	{ckpt.PrefixUNet, "lora_unet_", ckpt.PrefixUNet},
+	{"cond_stage_model.transformer.", "lora_te_", "cond_stage_model.transformer."},
+	{ckpt.PrefixOpenCLIPSD2, "lora_te_", ckpt.PrefixOpenCLIPSD2},
+	{"conditioner.embedders.0.transformer.", "lora_te1_", "conditioner.embedders.0.transformer."},
+	{ckpt.PrefixOpenCLIPSDXL, "lora_te2_", ckpt.PrefixOpenCLIPSDXL},
+}
+
 // NewTargets indexes the LoRA-able weights of src (2-D linear and 4-D
-// convolution weights of the UNet and CLIP text model, ldm names).
+// convolution weights of the UNet and the text model(s), ldm names,
+// including OpenCLIP's fused attn.in_proj_weight).
 func NewTargets(src tensor.Source) (*Targets, error) {
 	names := src.Names()
 	km, err := ckpt.NewKeyMap(names)
 	if err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
-	t := &Targets{km: km, kohya: map[string]string{}, names: map[string]bool{}}
-	add := func(k, ldm string) {
-		if prev, ok := t.kohya[k]; ok && prev != ldm {
-			t.kohya[k] = ""
+	t := &Targets{km: km, kohya: map[string]Target{}, names: map[string]bool{}}
+	add := func(k string, tg Target) {
+		if prev, ok := t.kohya[k]; ok && prev != tg {
+			t.kohya[k] = Target{}
 			return
 		}
-		t.kohya[k] = ldm
+		t.kohya[k] = tg
 	}
 	for _, n := range names {
 		mod, ok := strings.CutSuffix(n, ".weight")
 		if !ok {
-			continue
+			if mod, ok = strings.CutSuffix(n, ".in_proj_weight"); !ok {
+				continue
+			}
+			mod += ".in_proj"
 		}
 		var prefix, ldmRel string
-		switch {
-		case strings.HasPrefix(n, ckpt.PrefixUNet):
-			prefix, ldmRel = "lora_unet_", strings.TrimPrefix(mod, ckpt.PrefixUNet)
-		case strings.HasPrefix(n, "cond_stage_model.transformer."):
-			prefix, ldmRel = "lora_te_", strings.TrimPrefix(mod, "cond_stage_model.transformer.")
-		default:
+		for _, p := range kohyaPrefixes {
+			if strings.HasPrefix(n, p.ldm) {
+				prefix, ldmRel = p.kohya, strings.TrimPrefix(mod, p.strip)
+				break
+			}
+		}
+		if prefix == "" {
 			continue
 		}
 		t.names[n] = true
-		add(prefix+strings.ReplaceAll(ldmRel, ".", "_"), n)
-		if d, ok := km.ToDiffusers(n); ok {
+		add(prefix+strings.ReplaceAll(ldmRel, ".", "_"), Target{n, 0, 1})
+		parts, tr, ok := km.DiffusersParts(n)
+		if !ok || tr {
+			continue
+		}
+		for i, d := range parts {
 			_, dmod, _ := strings.Cut(strings.TrimSuffix(d, ".weight"), "/")
-			add(prefix+strings.ReplaceAll(dmod, ".", "_"), n)
+			add(prefix+strings.ReplaceAll(dmod, ".", "_"), Target{n, i, len(parts)})
 		}
 	}
 	return t, nil
@@ -313,17 +351,29 @@ var (
 )
 
 // Resolve maps a LoRA module key to an ldm weight name; te reports a
-// text-encoder module.
+// text-encoder module. For a q/k/v module of OpenCLIP the name is the fused
+// in_proj weight; ResolveTarget tells which rows.
 func (t *Targets) Resolve(key string) (ldm string, te bool, ok bool) {
-	if strings.HasPrefix(key, "lora_unet_") || strings.HasPrefix(key, "lora_te_") {
-		ldm, ok = t.kohya[key]
-		return ldm, strings.HasPrefix(key, "lora_te_"), ok && ldm != ""
+	tg, te, ok := t.ResolveTarget(key)
+	return tg.LDM, te, ok
+}
+
+// ResolveTarget maps a LoRA module key to the weight (or row slice) it
+// updates; te reports a text-encoder module.
+func (t *Targets) ResolveTarget(key string) (tg Target, te bool, ok bool) {
+	for _, p := range []string{"lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"} {
+		if strings.HasPrefix(key, p) {
+			tg, ok = t.kohya[key]
+			return tg, p != "lora_unet_", ok && tg.LDM != ""
+		}
 	}
 	k := strings.TrimPrefix(key, "base_model.model.")
 	comp := ""
 	switch {
 	case strings.HasPrefix(k, "unet."):
 		comp, k = "unet", strings.TrimPrefix(k, "unet.")
+	case strings.HasPrefix(k, "text_encoder_2."):
+		comp, k = "text_encoder_2", strings.TrimPrefix(k, "text_encoder_2.")
 	case strings.HasPrefix(k, "text_encoder."):
 		comp, k = "text_encoder", strings.TrimPrefix(k, "text_encoder.")
 	case strings.HasPrefix(k, "text_model."):
@@ -332,11 +382,11 @@ func (t *Targets) Resolve(key string) (ldm string, te bool, ok bool) {
 		strings.HasPrefix(k, "conv_in") || strings.HasPrefix(k, "conv_out") || strings.HasPrefix(k, "time_embedding."):
 		comp = "unet"
 	default:
-		return "", false, false
+		return Target{}, false, false
 	}
 	// ".processor.to_q_lora" (UNet) and ".to_q_lora" (text encoder) forms.
 	table := unetProc
-	if comp == "text_encoder" {
+	if comp != "unet" {
 		table = teProc
 	}
 	if i := strings.LastIndex(k, "."); i >= 0 {
@@ -344,11 +394,25 @@ func (t *Targets) Resolve(key string) (ldm string, te bool, ok bool) {
 			k = strings.TrimSuffix(k[:i], ".processor") + "." + p
 		}
 	}
-	ldm, ok = t.km.ToLDM(comp + "/" + k + ".weight")
+	d := comp + "/" + k + ".weight"
+	ldm, ok := t.km.ToLDM(d)
 	if !ok || !t.names[ldm] {
-		return "", false, false
+		return Target{}, false, false
 	}
-	return ldm, comp == "text_encoder", true
+	tg = Target{ldm, 0, 1}
+	if parts, tr, ok := t.km.DiffusersParts(ldm); ok && !tr && len(parts) > 1 {
+		tg.Parts = len(parts)
+		tg.Part = -1
+		for i, p := range parts {
+			if p == d {
+				tg.Part = i
+			}
+		}
+		if tg.Part < 0 {
+			return Target{}, false, false
+		}
+	}
+	return tg, comp != "unet", true
 }
 
 // Apply merges loras into the weights of src (ldm names) and returns a
@@ -401,7 +465,8 @@ func ApplyOptions(src tensor.Source, loras []Loaded, opts Options) (tensor.Sourc
 			rep.Unmatched = append(rep.Unmatched, Unmatched{l.File.Name, n, "not a LoRA down/up/alpha tensor of a complete module (LoHa, LoKr, lora_mid and DoRA are not supported)"})
 		}
 		for _, m := range l.File.Modules {
-			target, te, ok := t.Resolve(m.Key)
+			tg, te, ok := t.ResolveTarget(m.Key)
+			target := tg.LDM
 			if !ok {
 				rep.Unmatched = append(rep.Unmatched, Unmatched{l.File.Name, m.Key, "no such module in the model"})
 				continue
@@ -411,7 +476,7 @@ func ApplyOptions(src tensor.Source, loras []Loaded, opts Options) (tensor.Sourc
 				strength = l.TE
 			}
 			scale := m.Alpha / float64(m.Rank()) * strength
-			rep.Matched = append(rep.Matched, Match{l.File.Name, m.Key, target, scale})
+			rep.Matched = append(rep.Matched, Match{l.File.Name, m.Key, target, scale, tg.Part, tg.Parts})
 			w, ok := merged[target]
 			if !ok {
 				orig, ok := src.Get(target)
@@ -423,7 +488,7 @@ func ApplyOptions(src tensor.Source, loras []Loaded, opts Options) (tensor.Sourc
 					w = orig.Clone()
 				}
 			}
-			if err := addDelta(be, w, m, float32(scale)); err != nil {
+			if err := addDeltaPart(be, w, m, float32(scale), tg.Part, tg.Parts); err != nil {
 				return nil, rep, fmt.Errorf("lora %s: %w", l.File.Path, err)
 			}
 			merged[target] = w
@@ -447,6 +512,25 @@ func ApplyOptions(src tensor.Source, loras []Loaded, opts Options) (tensor.Sourc
 		}
 	}
 	return &Merged{src: src, merged: merged}, rep, nil
+}
+
+// addDeltaPart adds scale·up·down to rows [part·R/parts, (part+1)·R/parts)
+// of the R-row w (f32, modified in place); parts <= 1 is the whole of w.
+func addDeltaPart(be tensor.Backend, w *tensor.Tensor, m *Module, scale float32, part, parts int) error {
+	if parts <= 1 {
+		return addDelta(be, w, m, scale)
+	}
+	if len(w.Shape) == 0 || w.Shape[0]%parts != 0 || part < 0 || part >= parts {
+		return fmt.Errorf("module %s: weight %s cannot be split into %d row parts", m.Key, tensor.ShapeString(w.Shape), parts)
+	}
+	r := w.Shape[0] / parts
+	inner := tensor.Numel(w.Shape[1:])
+	shape := append([]int{r}, w.Shape[1:]...)
+	view := tensor.FromF32(w.F32[part*r*inner:(part+1)*r*inner], shape...)
+	if err := addDelta(be, view, m, scale); err != nil {
+		return fmt.Errorf("%w (part %d of %d of the fused weight)", err, part+1, parts)
+	}
+	return nil
 }
 
 // addDelta adds scale·up·down to w (f32, modified in place).
