@@ -71,11 +71,10 @@ func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
 		if layers < 1 {
 			return fmt.Errorf("clip: SD 2.x OpenCLIP text model has %d layers", cfg.Layers)
 		}
-		oc, err := clip.LoadOpenCLIP(rec, clip.OpenCLIPPrefixSD2, &cfg, layers)
-		if err != nil {
+		p.openCfg, p.openLayers = &cfg, layers
+		if p.text, _, err = p.buildText(rec, nil); err != nil {
 			return err
 		}
-		p.text = oc.TextModel
 	case "sdxl":
 		var cfg *clip.Config
 		if raw := componentConfig(rec.Checkpoint, "text_encoder"); raw != nil {
@@ -85,18 +84,10 @@ func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
 			}
 			cfg = &c
 		}
-		if p.text, err = clip.Load(rec, prefixCLIPXL, cfg); err != nil {
+		var oc *clip.OpenCLIP
+		if p.text, oc, err = p.buildText(rec, cfg); err != nil {
 			return err
 		}
-		p.text.SkipFinalNorm = true
-		oc, err := clip.LoadOpenCLIP(rec, clip.OpenCLIPPrefixSDXL, nil, 0)
-		if err != nil {
-			return err
-		}
-		if oc.Projection == nil {
-			return fmt.Errorf("clip: SDXL's OpenCLIP text model has no %stext_projection", clip.OpenCLIPPrefixSDXL)
-		}
-		oc.SkipFinalNorm = true
 		p.xl = &xlCond{text2: oc}
 	default:
 		return fmt.Errorf("%s: not a Stable Diffusion 1.x, 2.x or XL checkpoint (no UNet with a known text context found)", rec.Checkpoint.Path)
@@ -145,6 +136,40 @@ func (p *Pipeline) loadFamily(rec *recorder, opts Options) error {
 	p.pred, p.predSrc, err = p.detectPrediction(opts.Prediction)
 	markKnownUnused(rec)
 	return err
+}
+
+// buildText builds the text encoder(s) of p.family from src (ldm names):
+// SD 1.x's CLIP (cfg, nil: inferred), SD 2.x's OpenCLIP (p.openCfg,
+// p.openLayers layers), or SDXL's CLIP ViT-L (cfg) and OpenCLIP bigG with
+// its projection (text2), both without final norm. Load and useLoras (on
+// LoRA-merged weights) both build through it.
+func (p *Pipeline) buildText(src tensor.Source, cfg *clip.Config) (text *clip.TextModel, text2 *clip.OpenCLIP, err error) {
+	switch p.family {
+	case "sd1":
+		text, err = clip.Load(src, prefixCLIP, cfg)
+		return text, nil, err
+	case "sd2":
+		oc, err := clip.LoadOpenCLIP(src, clip.OpenCLIPPrefixSD2, p.openCfg, p.openLayers)
+		if err != nil {
+			return nil, nil, err
+		}
+		return oc.TextModel, nil, nil
+	case "sdxl":
+		if text, err = clip.Load(src, prefixCLIPXL, cfg); err != nil {
+			return nil, nil, err
+		}
+		text.SkipFinalNorm = true
+		oc, err := clip.LoadOpenCLIP(src, clip.OpenCLIPPrefixSDXL, p.openCfg, p.openLayers)
+		if err != nil {
+			return nil, nil, err
+		}
+		if oc.Projection == nil {
+			return nil, nil, fmt.Errorf("clip: SDXL's OpenCLIP text model has no %stext_projection", clip.OpenCLIPPrefixSDXL)
+		}
+		oc.SkipFinalNorm = true
+		return text, oc, nil
+	}
+	return nil, nil, fmt.Errorf("sd: no text encoder for family %q", p.family)
 }
 
 // markKnownUnused marks the tensors SD 2.x and SDXL files carry that the

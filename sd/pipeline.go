@@ -83,19 +83,24 @@ type Pipeline struct {
 	enc    *prompt.Encoder
 	loras  *lora.Library
 	// Base networks (no LoRA) and the LoRA set the current ones carry.
-	baseText *clip.TextModel
-	baseUNet *unet.UNet
-	textCfg  *clip.Config
-	unetCfg  *unet.Config
-	loraKey  string
-	model    string
-	log      *slog.Logger
-	mu       sync.Mutex
-	closed   bool
-	release  func()
-	vaeFile  *vaeFile // Options.VAE, when given
-	vaeF32   bool
-	predSrc  string // how pred was chosen (PredictionSource)
+	baseText  *clip.TextModel
+	baseText2 *clip.OpenCLIP // SDXL's second text encoder without LoRA
+	baseUNet  *unet.UNet
+	textCfg   *clip.Config
+	unetCfg   *unet.Config
+	// OpenCLIP config and layer count buildText uses (SD 2.x; nil and 0
+	// for SDXL: inferred, every layer).
+	openCfg    *clip.Config
+	openLayers int
+	loraKey    string
+	model      string
+	log        *slog.Logger
+	mu         sync.Mutex
+	closed     bool
+	release    func()
+	vaeFile    *vaeFile // Options.VAE, when given
+	vaeF32     bool
+	predSrc    string // how pred was chosen (PredictionSource)
 }
 
 // Prefixes of the original single-file layout.
@@ -173,6 +178,9 @@ func Load(ctx context.Context, path string, opts Options) (p *Pipeline, err erro
 	p.vaeF32 = opts.VAEF32
 	p.loras = &lora.Library{Dir: opts.LoraDir}
 	p.baseText, p.baseUNet = p.text, p.unet
+	if p.xl != nil {
+		p.baseText2 = p.xl.text2
+	}
 	tc := p.text.Config
 	p.textCfg, p.unetCfg = &tc, p.unet.Config
 	p.warnUnused(rec.used)
@@ -444,9 +452,6 @@ func (p *Pipeline) useLoras(text string) error {
 	if key == p.loraKey {
 		return nil
 	}
-	if p.family != "sd1" {
-		return badRequest("LoRA tags are supported for SD 1.x models only, this is %s", p.family)
-	}
 	// A GPU backend caches device copies of weights by host address:
 	// drop those of the previous LoRA set.
 	if r, ok := p.be.(interface{ ReleaseWeights() error }); ok {
@@ -455,7 +460,8 @@ func (p *Pipeline) useLoras(text string) error {
 		}
 	}
 	if len(refs) == 0 {
-		p.text, p.unet, p.enc.Text, p.loraKey = p.baseText, p.baseUNet, p.baseText, key
+		p.setNets(p.baseText, p.baseText2, p.baseUNet)
+		p.loraKey = key
 		return nil
 	}
 	var ls []lora.Loaded
@@ -473,16 +479,28 @@ func (p *Pipeline) useLoras(text string) error {
 	for _, u := range rep.Unmatched {
 		p.log.Warn("LoRA tensor not applied", "lora", u.File, "key", u.Key, "reason", u.Reason)
 	}
-	tm, err := clip.Load(src, prefixCLIP, p.textCfg)
+	tm, tm2, err := p.buildText(src, p.textCfg)
 	if err != nil {
 		return err
 	}
+	// p.unetCfg is the config Load ended with (SDXL's ADM channels, the
+	// 64-channel heads of SD 2.x and SDXL single files).
 	un, err := unet.Load(src, p.unetCfg)
 	if err != nil {
 		return err
 	}
-	p.text, p.unet, p.enc.Text, p.loraKey = tm, un, tm, key
+	p.setNets(tm, tm2, un)
+	p.loraKey = key
 	return nil
+}
+
+// setNets makes the pipeline and its prompt encoders use these networks
+// (text2: SDXL's second text encoder, ignored for other families).
+func (p *Pipeline) setNets(text *clip.TextModel, text2 *clip.OpenCLIP, u *unet.UNet) {
+	p.text, p.unet, p.enc.Text = text, u, text
+	if p.xl != nil && text2 != nil {
+		p.xl.text2, p.xl.enc2.Text = text2, text2.TextModel
+	}
 }
 
 // sample runs the sampler from seeded noise; it returns the final latent
