@@ -41,7 +41,8 @@ func writeTestLora(t *testing.T, path string, mods map[string][2]int) {
 // encoder(s) only (SD 2.x: an OpenCLIP q_proj, merged into the fused
 // in_proj; SDXL: a te1 and a te2 q_proj) and one on a UNet attention
 // projection each change the image; an unknown module is reported by name;
-// a prompt without the tag gives the base image again, pixel for pixel.
+// a prompt without the tag gives the base image again, pixel for pixel;
+// in the single-file and the diffusers layout.
 func TestFamilyLora(t *testing.T) {
 	for _, fam := range []struct {
 		name, pred string
@@ -55,65 +56,71 @@ func TestFamilyLora(t *testing.T) {
 			"te2": {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj": {128, 128}},
 			"un":  {"lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q": {128, 128}}}},
 	} {
-		t.Run(fam.name, func(t *testing.T) {
-			path := writeFamily(t, fam.name, "single")
-			dir := t.TempDir()
-			fam.loras["un"]["lora_unet_input_blocks_99_1_transformer_blocks_0_attn1_to_q"] = [2]int{64, 64}
-			for name, mods := range fam.loras {
-				writeTestLora(t, filepath.Join(dir, name+".safetensors"), mods)
-			}
-			var logs bytes.Buffer
-			tok := filepath.Join(testckpt.SharedDir(t), "models", "sd15", "tokenizer")
-			p, err := Load(context.Background(), path, Options{Tokenizer: tok, Prediction: fam.pred, LoraDir: dir,
-				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			gen := func(tag string) []uint8 {
-				t.Helper()
-				req := familyRequest()
-				req.Prompt += tag
-				res, err := p.Generate(context.Background(), req)
+		for _, layout := range []string{"single", "diffusers"} {
+			t.Run(fam.name+"/"+layout, func(t *testing.T) {
+				path := writeFamily(t, fam.name, layout)
+				dir := t.TempDir()
+				pred := fam.pred
+				if layout == "diffusers" {
+					pred = "" // from scheduler_config.json
+				}
+				fam.loras["un"]["lora_unet_input_blocks_99_1_transformer_blocks_0_attn1_to_q"] = [2]int{64, 64}
+				for name, mods := range fam.loras {
+					writeTestLora(t, filepath.Join(dir, name+".safetensors"), mods)
+				}
+				var logs bytes.Buffer
+				tok := filepath.Join(testckpt.SharedDir(t), "models", "sd15", "tokenizer")
+				p, err := Load(context.Background(), path, Options{Tokenizer: tok, Prediction: pred, LoraDir: dir,
+					Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 				if err != nil {
 					t.Fatal(err)
 				}
-				return pixels(res.Image)
-			}
-			base := gen("")
-			withLora := map[string][]uint8{}
-			for _, name := range []string{"te", "te1", "te2", "un"} {
-				if fam.loras[name] != nil {
-					// Strength 10: the tiny random model's attention is weak.
-					withLora[name] = gen(" <lora:" + name + ":10>")
+				defer p.Close()
+				gen := func(tag string) []uint8 {
+					t.Helper()
+					req := familyRequest()
+					req.Prompt += tag
+					res, err := p.Generate(context.Background(), req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return pixels(res.Image)
 				}
-			}
-			again := gen("")
-			differ := func(a, b []uint8) int {
-				n := 0
-				for i := range a {
-					if a[i] != b[i] {
-						n++
+				base := gen("")
+				withLora := map[string][]uint8{}
+				for _, name := range []string{"te", "te1", "te2", "un"} {
+					if fam.loras[name] != nil {
+						// Strength 10: the tiny random model's attention is weak.
+						withLora[name] = gen(" <lora:" + name + ":10>")
 					}
 				}
-				return n
-			}
-			for name, img := range withLora {
-				d := differ(base, img)
-				t.Logf("%s: LoRA %s changes %d of %d bytes", fam.name, name, d, len(base))
-				if d < len(base)/100 {
-					t.Errorf("LoRA %s barely changes the image: %d of %d bytes", name, d, len(base))
+				again := gen("")
+				differ := func(a, b []uint8) int {
+					n := 0
+					for i := range a {
+						if a[i] != b[i] {
+							n++
+						}
+					}
+					return n
 				}
-			}
-			if d := differ(base, again); d != 0 {
-				t.Errorf("prompt without LoRA after a LoRA: %d bytes differ from the base image", d)
-			}
-			if !strings.Contains(logs.String(), "lora_unet_input_blocks_99_1_transformer_blocks_0_attn1_to_q") {
-				t.Errorf("unknown module not reported; log:\n%s", logs.String())
-			}
-			if strings.Count(logs.String(), "LoRA tensor not applied") != 1 {
-				t.Errorf("want exactly one unmatched-module warning; log:\n%s", logs.String())
-			}
-		})
+				for name, img := range withLora {
+					d := differ(base, img)
+					t.Logf("%s: LoRA %s changes %d of %d bytes", fam.name, name, d, len(base))
+					if d < len(base)/100 {
+						t.Errorf("LoRA %s barely changes the image: %d of %d bytes", name, d, len(base))
+					}
+				}
+				if d := differ(base, again); d != 0 {
+					t.Errorf("prompt without LoRA after a LoRA: %d bytes differ from the base image", d)
+				}
+				if !strings.Contains(logs.String(), "lora_unet_input_blocks_99_1_transformer_blocks_0_attn1_to_q") {
+					t.Errorf("unknown module not reported; log:\n%s", logs.String())
+				}
+				if strings.Count(logs.String(), "LoRA tensor not applied") != 1 {
+					t.Errorf("want exactly one unmatched-module warning; log:\n%s", logs.String())
+				}
+			})
+		}
 	}
 }
