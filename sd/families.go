@@ -329,7 +329,21 @@ func (p *Pipeline) embedFamily(r Request, width, height int) (*tensor.Tensor, *t
 	if err != nil {
 		return nil, nil, err
 	}
-	z2, err := p.xl.enc2.EncodeChunks(p.be, zeroPadded, 2)
+	// The chunks carry the first encoder's textual-inversion vectors; the
+	// second encoder takes the same embeddings' clip_g vectors.
+	chunks2 := make([]prompt.Chunk, len(zeroPadded))
+	for i, c := range zeroPadded {
+		chunks2[i] = c
+		chunks2[i].Fixes = nil
+		for _, f := range c.Fixes {
+			e, ok := p.xl.enc2.Embeddings.Get(f.Embedding.Name)
+			if !ok {
+				return nil, nil, fmt.Errorf("embedding %s has no vectors for SDXL's second text encoder", f.Embedding.Name)
+			}
+			chunks2[i].Fixes = append(chunks2[i].Fixes, prompt.Fix{Offset: f.Offset, Embedding: e})
+		}
+	}
+	z2, err := p.xl.enc2.EncodeChunks(p.be, chunks2, 2)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -385,11 +399,17 @@ func sdxlVector(pooled *tensor.Tensor, height, width, dim int) *tensor.Tensor {
 // newFamilyEncoders builds the prompt encoders; textual-inversion
 // embeddings are used with SD 1.x and 2.x (one text encoder) only.
 func (p *Pipeline) newFamilyEncoders(opts Options) error {
-	var embs *prompt.Embeddings
+	var embs, embs2 *prompt.Embeddings
 	var err error
 	if opts.EmbeddingsDir != "" {
 		if p.xl != nil {
-			p.log.Warn("textual-inversion embeddings are not supported for SDXL; ignored", "dir", opts.EmbeddingsDir)
+			// SDXL embeddings hold one set of vectors per text encoder.
+			if embs, err = prompt.LoadEmbeddingsDirKey(opts.EmbeddingsDir, p.text.Config.Hidden, "clip_l"); err != nil {
+				return err
+			}
+			if embs2, err = prompt.LoadEmbeddingsDirKey(opts.EmbeddingsDir, p.xl.text2.TextModel.Config.Hidden, "clip_g"); err != nil {
+				return err
+			}
 		} else if embs, err = prompt.LoadEmbeddingsDir(opts.EmbeddingsDir, p.text.Config.Hidden); err != nil {
 			return err
 		}
@@ -398,7 +418,7 @@ func (p *Pipeline) newFamilyEncoders(opts Options) error {
 		return err
 	}
 	if p.xl != nil {
-		if p.xl.enc2, err = prompt.NewEncoder(p.tok, p.xl.text2.TextModel, nil); err != nil {
+		if p.xl.enc2, err = prompt.NewEncoder(p.tok, p.xl.text2.TextModel, embs2); err != nil {
 			return err
 		}
 	}

@@ -32,8 +32,15 @@ var embeddingExts = []string{".pt", ".bin", ".safetensors"}
 //     "emb_params" of A1111's safetensors export), [N, C] or [C].
 //
 // The name is the file name without extension. Files with several terms
-// are refused, as in A1111. SDXL files (clip_l/clip_g) are not supported.
-func LoadEmbedding(path string) (*Embedding, error) {
+// are refused, as in A1111. SDXL files (clip_l/clip_g) are read with
+// LoadEmbeddingKey.
+func LoadEmbedding(path string) (*Embedding, error) { return LoadEmbeddingKey(path, "") }
+
+// LoadEmbeddingKey is LoadEmbedding for the tensor named key of a file that
+// holds one embedding per text encoder: SDXL embeddings store "clip_l"
+// (for CLIP ViT-L) and "clip_g" (for OpenCLIP ViT-bigG). An empty key reads
+// single-encoder files as LoadEmbedding does.
+func LoadEmbeddingKey(path, key string) (*Embedding, error) {
 	c, err := ckpt.Open(path, ckpt.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("embedding %s: %w", path, err)
@@ -47,7 +54,16 @@ func LoadEmbedding(path string) (*Embedding, error) {
 			params = append(params, n)
 		}
 	}
+	has := map[string]bool{}
+	for _, n := range names {
+		has[n] = true
+	}
 	switch {
+	case key != "" && has[key]:
+		pick = key
+	case key != "":
+		return nil, fmt.Errorf("embedding %s: no %q tensor; SDXL models need SDXL embeddings (clip_l and clip_g), this file has %s",
+			path, key, strings.Join(names[:min(4, len(names))], ", "))
 	case len(params) == 1:
 		pick = params[0]
 	case len(params) > 1:
@@ -55,12 +71,8 @@ func LoadEmbedding(path string) (*Embedding, error) {
 	case len(names) == 1:
 		pick = names[0]
 	default:
-		has := map[string]bool{}
-		for _, n := range names {
-			has[n] = true
-		}
 		if has["clip_l"] || has["clip_g"] {
-			return nil, fmt.Errorf("embedding %s: SDXL embeddings (clip_l/clip_g) are not supported", path)
+			return nil, fmt.Errorf("embedding %s: an SDXL embedding (clip_l/clip_g) cannot be used with this model", path)
 		}
 		return nil, fmt.Errorf("embedding %s: %d tensors (%s): not a textual-inversion embedding (want string_to_param or a single tensor)",
 			path, len(names), strings.Join(names[:min(4, len(names))], ", "))
@@ -128,6 +140,12 @@ func NewEmbeddings(width int, embs ...*Embedding) (*Embeddings, error) {
 // its subfolders (as A1111's --embeddings-dir) and checks them for width C.
 // Any unreadable or misfitting file is an error naming it.
 func LoadEmbeddingsDir(dir string, width int) (*Embeddings, error) {
+	return LoadEmbeddingsDirKey(dir, width, "")
+}
+
+// LoadEmbeddingsDirKey is LoadEmbeddingsDir reading each file with
+// LoadEmbeddingKey(path, key): "clip_l" or "clip_g" for SDXL's two encoders.
+func LoadEmbeddingsDirKey(dir string, width int, key string) (*Embeddings, error) {
 	var embs []*Embedding
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -144,7 +162,7 @@ func LoadEmbeddingsDir(dir string, width int) (*Embeddings, error) {
 		if !ok {
 			return nil
 		}
-		e, err := LoadEmbedding(p)
+		e, err := LoadEmbeddingKey(p, key)
 		if err != nil {
 			return err
 		}
