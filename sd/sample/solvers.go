@@ -131,6 +131,8 @@ func dpmpp2SAncestralStep(st *state, x, d []float32, s, sNext float64) error {
 // results vary smoothly with the step count; here z is plain seeded Gaussian
 // noise, one Randn call on the Run's Source per step, so images differ from
 // those tools' for the same seed (the distribution is the same).
+// TODO: reproduce torchsde's BrownianTree (seeded from the noise seed) so the
+// SDE samplers give AUTOMATIC1111's and ComfyUI's images for a seed.
 func dpmpp2MSDEStep(st *state, x, d []float32, s, sNext float64) error {
 	if sNext == 0 {
 		copy(x, d)
