@@ -100,7 +100,7 @@ SDI_BF16 void sdi_tpack_bf16(const float *src, int64_t ld, int64_t nrows, int wi
 		__mmask16 mlo = (__mmask16)(en >= 16 ? 0xffff : (1u << en) - 1);
 		__mmask16 mhi = (__mmask16)(en <= 16 ? 0 : en >= 32 ? 0xffff : (1u << (en - 16)) - 1);
 		int64_t qn = nq - q0 < 16 ? nq - q0 : 16;
-		__m512 r[16], t[16], u[16];
+		__m512 r[16];
 		for (int i = 0; i < 16; i++) {
 			if (i >= nrows) {
 				r[i] = _mm512_setzero_ps();
@@ -110,31 +110,10 @@ SDI_BF16 void sdi_tpack_bf16(const float *src, int64_t ld, int64_t nrows, int wi
 			__m512 lo = _mm512_maskz_loadu_ps(mlo, row), hi = _mm512_maskz_loadu_ps(mhi, row + 16);
 			r[i] = (__m512)_mm512_cvtne2ps_pbh(hi, lo);
 		}
-		for (int i = 0; i < 8; i++) {
-			t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-			t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-		}
-		for (int g = 0; g < 4; g++) {
-			__m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
-			__m512d c = _mm512_castps_pd(t[4 * g + 2]), dd = _mm512_castps_pd(t[4 * g + 3]);
-			u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-			u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-			u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, dd));
-			u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, dd));
-		}
-		for (int m = 0; m < 4; m++) {
-			__m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
-			__m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
-			__m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
-			__m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
-			__m512 col[4] = {_mm512_shuffle_f32x4(v0, w0, 0x88), _mm512_shuffle_f32x4(v0, w0, 0xDD),
-					 _mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD)};
-			for (int l = 0; l < 4; l++) {
-				int64_t q = 4 * l + m;
-				if (q < qn)
-					_mm512_mask_storeu_ps((float *)(d32 + (q0 + q) * dstride), wm, col[l]);
-			}
-		}
+		__m512 col[16];
+		sdi_transpose16(r, col);
+		for (int64_t q = 0; q < qn; q++)
+			_mm512_mask_storeu_ps((float *)(d32 + (q0 + q) * dstride), wm, col[q]);
 	}
 }
 

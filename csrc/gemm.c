@@ -161,10 +161,7 @@ SDI_AVX512 static inline __m512 load16(const void *src, int dt, int64_t off, __m
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/*
- * 16x16 transpose in registers: unpack pairs of rows (ps), then pairs of
- * pairs (pd), then exchange 128-bit lanes twice (shuffle_f32x4).
- */
+/* Transposing pack: 16 rows at a time through sdi_transpose16 (gemm.h). */
 SDI_AVX512 static void tpack_avx512(const void *src, int dt, int64_t ld, int64_t nrows,
 				    int width, int64_t kc, float *dst, int64_t dstride)
 {
@@ -172,35 +169,13 @@ SDI_AVX512 static void tpack_avx512(const void *src, int dt, int64_t ld, int64_t
 	for (int64_t k0 = 0; k0 < kc; k0 += 16) {
 		int64_t kn = kc - k0 < 16 ? kc - k0 : 16;
 		__mmask16 km = (__mmask16)((1u << kn) - 1);
-		__m512 r[16], t[16], u[16];
+		__m512 r[16];
 		for (int i = 0; i < 16; i++)
 			r[i] = i < nrows ? load16(src, dt, i * ld + k0, km) : _mm512_setzero_ps();
-		for (int i = 0; i < 8; i++) {
-			t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-			t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-		}
-		/* u[4g + m]: lane L holds column 4L + m of rows 4g .. 4g+3. */
-		for (int g = 0; g < 4; g++) {
-			__m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
-			__m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
-			u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-			u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-			u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-			u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-		}
-		for (int m = 0; m < 4; m++) {
-			__m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
-			__m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
-			__m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
-			__m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
-			__m512 col[4] = {_mm512_shuffle_f32x4(v0, w0, 0x88), _mm512_shuffle_f32x4(v0, w0, 0xDD),
-					 _mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD)};
-			for (int l = 0; l < 4; l++) {
-				int64_t k = 4 * l + m;
-				if (k < kn)
-					_mm512_mask_storeu_ps(dst + (k0 + k) * dstride, wm, col[l]);
-			}
-		}
+		__m512 col[16];
+		sdi_transpose16(r, col);
+		for (int64_t k = 0; k < kn; k++)
+			_mm512_mask_storeu_ps(dst + (k0 + k) * dstride, wm, col[k]);
 	}
 }
 

@@ -4,6 +4,41 @@
 
 #include "internal.h"
 
+#include <immintrin.h>
+
+/*
+ * sdi_transpose16 writes the 16x16 transpose of r to col (lane i of col[c]
+ * is lane c of r[i]): unpack pairs of rows (ps), then pairs of pairs (pd),
+ * then exchange 128-bit lanes twice (shuffle_f32x4).
+ */
+SDI_AVX512 static inline void sdi_transpose16(const __m512 r[16], __m512 col[16])
+{
+	__m512 t[16], u[16];
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	/* u[4g + m]: lane L holds column 4L + m of rows 4g .. 4g+3. */
+	for (int g = 0; g < 4; g++) {
+		__m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+		__m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+		u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+		u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+		u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+		u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+	}
+	for (int m = 0; m < 4; m++) {
+		__m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+		__m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+		__m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+		__m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+		col[m] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+		col[4 + m] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+		col[8 + m] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+		col[12 + m] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+	}
+}
+
 /*
  * Register block of the micro-kernels: a micro-tile of C is SDI_MR rows by
  * SDI_NR columns. Packed A holds SDI_MR rows interleaved per k ([kc][MR]),
