@@ -3,9 +3,7 @@ package ckpt
 import (
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"math"
-	"os"
 	"sort"
 	"sync"
 	"syscall"
@@ -52,43 +50,23 @@ type SafeTensors struct {
 // header length within the file, JSON well formed, known dtypes, offsets
 // inside the data section, sizes matching shapes, no overlapping tensors.
 func OpenSafetensors(path string) (*SafeTensors, error) {
-	kind, err := sniffFile(path)
+	data, err := mapFile(path, kindSafetensors, "is not a safetensors file")
 	if err != nil {
 		return nil, err
 	}
-	if kind != kindSafetensors {
-		return nil, formatErr(path, "", "is not a safetensors file")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
+	size := int64(len(data))
 	if size < 8 {
+		syscall.Munmap(data)
 		return nil, formatErr(path, "", "is too short (%d bytes) for a safetensors header", size)
 	}
-	var lenb [8]byte
-	if _, err := f.ReadAt(lenb[:], 0); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	hlen := binary.LittleEndian.Uint64(lenb[:])
+	hlen := binary.LittleEndian.Uint64(data[:8])
 	if hlen > maxHeader {
+		syscall.Munmap(data)
 		return nil, formatErr(path, "", "safetensors header length %d is absurd (limit %d)", hlen, maxHeader)
 	}
 	if int64(hlen) > size-8 {
+		syscall.Munmap(data)
 		return nil, formatErr(path, "", "safetensors header length %d runs past the end of the %d-byte file (truncated?)", hlen, size)
-	}
-	if int64(int(size)) != size {
-		return nil, formatErr(path, "", "file of %d bytes is too large to map on this platform", size)
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	base := 8 + int64(hlen)
 	entries, meta, err := parseSTHeader(path, data[8:base], size-base)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // fileKind is a checkpoint container format recognised from its first bytes.
@@ -79,4 +80,34 @@ func sniffBytes(path string, head []byte, size int64) (fileKind, error) {
 		show = show[:16]
 	}
 	return 0, formatErr(path, "", "unknown format (first bytes % x): expected safetensors or a PyTorch zip checkpoint", show)
+}
+
+// mapFile checks that path sniffs as kind (else the error says notKind) and
+// maps the whole file read-only; the caller unmaps it with syscall.Munmap.
+func mapFile(path string, kind fileKind, notKind string) ([]byte, error) {
+	k, err := sniffFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if k != kind {
+		return nil, formatErr(path, "", "%s", notKind)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	if int64(int(size)) != size {
+		return nil, formatErr(path, "", "file of %d bytes is too large to map on this platform", size)
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mmap: %w", path, err)
+	}
+	return data, nil
 }

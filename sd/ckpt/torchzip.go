@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -39,28 +38,9 @@ type TorchZip struct {
 // there is one, else from the top-level dict, else from a "model" or "module"
 // dict. Legacy (non-zip) pickles are refused.
 func OpenTorchZip(path string) (*TorchZip, error) {
-	kind, err := sniffFile(path)
+	mm, err := mapFile(path, kindZip, "is not a PyTorch zip checkpoint")
 	if err != nil {
 		return nil, err
-	}
-	if kind != kindZip {
-		return nil, formatErr(path, "", "is not a PyTorch zip checkpoint")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if int64(int(st.Size())) != st.Size() {
-		return nil, formatErr(path, "", "file of %d bytes is too large to map on this platform", st.Size())
-	}
-	mm, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	z := &TorchZip{path: path, mm: mm, files: map[string]*zip.File{},
 		cache: map[string]*tensor.Tensor{}, storages: map[string][]byte{}}
