@@ -39,7 +39,7 @@ func TestGoldenSD15(t *testing.T) {
 	tok := sd15Tokenizer(t)
 	cond, _ := tok.Pad77(tok.Encode(meta.Prompt))
 	uncond, _ := tok.Pad77(tok.Encode(meta.Negative))
-	be := goldenBackend()
+	be := testckpt.GoldenBackend()
 	start := time.Now()
 	y, err := m.Encode(be, [][]int{cond, uncond}, 1)
 	if err != nil {
@@ -100,7 +100,3 @@ func checkClose(t *testing.T, what string, got, want []float32) {
 		t.Errorf("%s: relative error %.3g (RMS %.3g, max |want| %.3g)", what, rel, rms, maxWant)
 	}
 }
-
-// goldenBackend is the backend for full-size model tests: the native CPU
-// one (the ref backend gives the same result to 1e-6 but takes ~20 s).
-func goldenBackend() tensor.Backend { return tensor.NewCPU() }

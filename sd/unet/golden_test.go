@@ -2,7 +2,6 @@ package unet
 
 import (
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -42,7 +41,7 @@ func TestGoldenSD15(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full-size UNet in -short mode")
 	}
-	be := goldenBackend(t)
+	be := testckpt.GoldenBackend()
 	gold := filepath.Join(testckpt.SharedDir(t), "golden", "sd15-dev-fox")
 	path := testckpt.SD15(t)
 	src, err := ckpt.OpenSafetensors(path)
@@ -97,16 +96,6 @@ func rmsRel(got, want []float32) float64 {
 		den += float64(want[i]) * float64(want[i])
 	}
 	return math.Sqrt(num / den)
-}
-
-// goldenBackend is the backend of the full-size tests: the native CPU
-// backend, or the pure-Go reference with GOSD_GOLDEN_REF=1 (about 7
-// minutes for the UNet on two cores).
-func goldenBackend(t *testing.T) tensor.Backend {
-	if os.Getenv("GOSD_GOLDEN_REF") != "" {
-		return tensor.NewRef()
-	}
-	return tensor.NewCPU()
 }
 
 // BenchmarkSD15Step times one CFG step (batch of two) of the full-size

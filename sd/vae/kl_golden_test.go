@@ -1,7 +1,6 @@
 package vae
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -53,7 +52,7 @@ func TestKLGoldenSD15(t *testing.T) {
 	for i, v := range lat {
 		z.F32[i] = v / m.ScalingFactor
 	}
-	be := klGoldenBackend()
+	be := testckpt.GoldenBackend()
 	start := time.Now()
 	img, err := m.Decode(be, z)
 	if err != nil {
@@ -68,15 +67,6 @@ func TestKLGoldenSD15(t *testing.T) {
 	if d > klGoldenTol*sc {
 		t.Errorf("relative error %.3g over %g", d/sc, klGoldenTol)
 	}
-}
-
-// klGoldenBackend is the backend of the full-size tests: the native CPU
-// backend, or the pure-Go reference with GOSD_GOLDEN_REF=1.
-func klGoldenBackend() tensor.Backend {
-	if os.Getenv("GOSD_GOLDEN_REF") != "" {
-		return tensor.NewRef()
-	}
-	return tensor.NewCPU()
 }
 
 // BenchmarkKLDecodeSD15 times decoding one 64x64 latent to a 512x512 image

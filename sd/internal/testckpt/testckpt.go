@@ -178,3 +178,13 @@ func Tiny(t testing.TB, layout string, dt tensor.DType) string {
 	}
 	return out
 }
+
+// GoldenBackend is the backend of the full-size golden tests: the native CPU
+// backend, or the pure-Go reference when GOSD_GOLDEN_REF is set (minutes
+// per UNet pass on two cores).
+func GoldenBackend() tensor.Backend {
+	if os.Getenv("GOSD_GOLDEN_REF") != "" {
+		return tensor.NewRef()
+	}
+	return tensor.NewCPU()
+}
