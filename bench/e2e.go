@@ -11,6 +11,7 @@ import (
 
 	"github.com/gosd/gosd/sd"
 	"github.com/gosd/gosd/sd/imageio"
+	"github.com/gosd/gosd/sd/tensor"
 )
 
 // StepResult is one end-to-end measurement at one size.
@@ -30,6 +31,25 @@ type StepResult struct {
 	CPUSPerStep  float64 `json:"cpu_s_per_step"`
 	CPUVAEDecode float64 `json:"cpu_vae_decode_s"`
 	CPUShare     float64 `json:"cpu_share"`
+	// StepS is the wall time of each step; the first also packs the UNet's
+	// weights for the CPU kernels. SteadySPerStep is the mean of the others.
+	StepS          []float64 `json:"step_s"`
+	SteadySPerStep float64   `json:"steady_s_per_step,omitempty"`
+	// Ops is the kernel profile of the steps after the first (when the
+	// pipeline was loaded with Options.Profile), longest first, and
+	// KernelShare the share of those steps' wall time spent inside kernel
+	// calls; the rest is Go code between them (sampler, CFG, allocation),
+	// during which one thread works and the other cores idle.
+	Ops         []OpRow `json:"ops,omitempty"`
+	KernelShare float64 `json:"kernel_share,omitempty"`
+}
+
+// OpRow is one kind of kernel call in a profile.
+type OpRow struct {
+	Kind   string  `json:"kind"`
+	Calls  int     `json:"calls"`
+	S      float64 `json:"s"`
+	GFLOPS float64 `json:"gflops,omitempty"`
 }
 
 // Generate runs one text-to-image generation of steps steps at w x h with
@@ -39,19 +59,46 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 	resetPeakRSS()
 	var marks []float64 // process CPU seconds at each step's end
 	var walls []time.Duration
+	prof := p.Profile()
+	var ops []tensor.OpStat
+	var opsTotal time.Duration
 	res, err := p.Generate(ctx, sd.Request{Prompt: "a watercolor painting of a fox in a snowy forest",
 		Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1,
 		Progress: func(pr sd.Progress) {
 			marks = append(marks, CPUSeconds())
 			walls = append(walls, pr.Elapsed)
+			if prof != nil && pr.Step == 1 {
+				prof.Reset()
+			}
+			if prof != nil && pr.Step == pr.Steps && pr.Steps > 1 {
+				ops, opsTotal = prof.Stats(), prof.Total()
+			}
 		}})
 	if err != nil {
 		return StepResult{}, err
 	}
+
 	end := CPUSeconds()
 	r := StepResult{Width: w, Height: h, Steps: steps, SPerStep: res.Timings.PerStep.Seconds(),
 		TextEncodeS: res.Timings.TextEncode.Seconds(), VAEDecodeS: res.Timings.VAEDecode.Seconds(),
 		PeakRSSBytes: PeakRSS()}
+	for i, t := range walls {
+		prev := time.Duration(0)
+		if i > 0 {
+			prev = walls[i-1]
+		}
+		r.StepS = append(r.StepS, (t - prev).Seconds())
+	}
+	if n := len(walls); n >= 2 {
+		steady := walls[n-1] - walls[0]
+		r.SteadySPerStep = steady.Seconds() / float64(n-1)
+		if len(ops) > 0 && steady > 0 {
+			r.KernelShare = opsTotal.Seconds() / steady.Seconds()
+			for _, o := range ops {
+				r.Ops = append(r.Ops, OpRow{Kind: o.Kind, Calls: o.Calls, S: o.Time.Seconds(), GFLOPS: o.GFLOPS()})
+			}
+		}
+	}
 	th := float64(max(threads, 1))
 	if n := len(marks); n >= 2 {
 		// Steps after the first (which also packs weights into the cache).

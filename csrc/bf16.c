@@ -145,12 +145,29 @@ static int64_t budget_locked(void)
 	return g_wbudget;
 }
 
+/*
+ * Packed weights live in their own anonymous mappings, so that dropping
+ * them (eviction, clearing) gives the memory back to the system at once;
+ * from malloc, freed blocks below its mmap threshold would stay resident.
+ */
+static void *walloc(size_t bytes)
+{
+	void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void wfree(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes ? bytes : 1);
+}
+
 static void wfree_locked(wentry **pp)
 {
 	wentry *e = *pp;
 	*pp = e->next;
 	g_wused -= (int64_t)e->bytes;
-	free(e->data);
+	wfree(e->data, e->bytes);
 	free(e);
 }
 
@@ -174,6 +191,26 @@ void sd_cpu_weight_cache_clear(void)
 	while (g_wlist)
 		wfree_locked(&g_wlist);
 	pthread_mutex_unlock(&g_wmu);
+}
+
+int64_t sd_cpu_weight_cache_evict(const uintptr_t *lo, const uintptr_t *hi, int64_t n)
+{
+	int64_t freed = 0;
+	pthread_mutex_lock(&g_wmu);
+	for (wentry **pp = &g_wlist; *pp;) {
+		uintptr_t a = (uintptr_t)(*pp)->p;
+		int hit = 0;
+		for (int64_t i = 0; i < n && !hit; i++)
+			hit = a >= lo[i] && a < hi[i];
+		if (hit) {
+			freed += (int64_t)(*pp)->bytes;
+			wfree_locked(pp);
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
+	pthread_mutex_unlock(&g_wmu);
+	return freed;
 }
 
 /*
@@ -272,10 +309,10 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 		return NULL;
 	}
 	wentry *e = calloc(1, sizeof *e);
-	uint16_t *data = sdi_alloc(bytes);
+	uint16_t *data = walloc(bytes);
 	if (!e || !data) {
 		free(e);
-		free(data);
+		wfree(data, bytes);
 		pthread_mutex_unlock(&g_wmu);
 		return NULL;
 	}
@@ -308,7 +345,7 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 	}
 	if (failed) {
 		free(e);
-		free(data);
+		wfree(data, bytes);
 		pthread_mutex_unlock(&g_wmu);
 		return NULL;
 	}

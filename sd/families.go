@@ -319,13 +319,13 @@ func (p *Pipeline) embedFamily(r Request, width, height int) (*tensor.Tensor, *t
 		zeroPadded[i] = padZero(c, p.tok.EndID)
 	}
 	if p.xl == nil { // SD 2.x
-		z, err := p.enc.EncodeChunks(p.be, zeroPadded, r.ClipSkip)
+		z, err := p.enc.EncodeChunks(p.ops, zeroPadded, r.ClipSkip)
 		if err != nil {
 			return nil, nil, err
 		}
 		return z.Reshape(B, n*L, p.text.Config.Hidden), nil, nil
 	}
-	z1, err := p.enc.EncodeChunks(p.be, all, 2)
+	z1, err := p.enc.EncodeChunks(p.ops, all, 2)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -343,7 +343,7 @@ func (p *Pipeline) embedFamily(r Request, width, height int) (*tensor.Tensor, *t
 			chunks2[i].Fixes = append(chunks2[i].Fixes, prompt.Fix{Offset: f.Offset, Embedding: e})
 		}
 	}
-	z2, err := p.xl.enc2.EncodeChunks(p.be, chunks2, 2)
+	z2, err := p.xl.enc2.EncodeChunks(p.ops, chunks2, 2)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -357,7 +357,7 @@ func (p *Pipeline) embedFamily(r Request, width, height int) (*tensor.Tensor, *t
 	for b := range first {
 		first[b] = zeroPadded[b*n].Tokens
 	}
-	pooled, err := p.xl.text2.Pooled(p.be, first)
+	pooled, err := p.xl.text2.Pooled(p.ops, first)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -439,3 +439,50 @@ func TestSamplersListed(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedWeightsReleasedBetweenPhases: in bf16, each network's packed
+// weights are dropped when its phase ends (nothing stays cached after a
+// generation), unless KeepPackedWeights; both give the same pixels, and a
+// second generation (packing again) gives them too. The kernel profile
+// records the UNet's convolutions.
+func TestPackedWeightsReleasedBetweenPhases(t *testing.T) {
+	if !tensor.CPUHasBF16() || !tensor.CPUHasAVX512() || os.Getenv("GOSD_CPU") == "portable" {
+		t.Skip("no AVX512-BF16 kernels on this CPU")
+	}
+	defer tensor.NewCPU().SetPrecision("auto")
+	defer tensor.ClearCPUWeightCache()
+	path := testckpt.Tiny(t, "single", tensor.F16)
+	r := Request{Prompt: "a fox in the snow", Negative: "blurry", Width: 24, Height: 16, Steps: 2, Seed: 9, Sampler: "euler"}
+	var want []byte
+	for _, keep := range []bool{false, true} {
+		tensor.ClearCPUWeightCache()
+		p, err := Load(context.Background(), path, Options{Tokenizer: tinyTokenizer(t), Precision: "bf16",
+			KeepPackedWeights: keep, Profile: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ {
+			px := nrgba(gen(t, p, r).Image)
+			if want == nil {
+				want = px
+			} else if string(px) != string(want) {
+				t.Errorf("keep=%v, generation %d: pixels differ from the first generation's", keep, i+1)
+			}
+			cached := tensor.SetCPUWeightCache(-1)
+			if !keep && cached != 0 {
+				t.Errorf("%d bytes of packed weights left after a generation, want 0", cached)
+			}
+			if keep && cached == 0 {
+				t.Error("KeepPackedWeights: the packed weights were dropped")
+			}
+		}
+		found := false
+		for _, s := range p.Profile().Stats() {
+			found = found || (s.Kind == "conv2d 3x3" && s.Calls > 0 && s.Flops > 0)
+		}
+		if !found {
+			t.Errorf("profile has no 3x3 convolutions: %+v", p.Profile().Stats())
+		}
+		p.Close()
+	}
+}

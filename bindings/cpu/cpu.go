@@ -159,6 +159,17 @@ func SetWeightCache(limit int64) int64 { return int64(C.sd_cpu_weight_cache(C.in
 // ClearWeightCache drops every cached packed weight and keeps the budget.
 func ClearWeightCache() { C.sd_cpu_weight_cache_clear() }
 
+// EvictWeights drops the cached packed copies of the weights that start in
+// one of the byte ranges [lo[i], hi[i]) and returns the bytes freed.
+func EvictWeights(lo, hi []uintptr) int64 {
+	n := min(len(lo), len(hi))
+	if n == 0 {
+		return 0
+	}
+	return int64(C.sd_cpu_weight_cache_evict((*C.uintptr_t)(unsafe.Pointer(&lo[0])),
+		(*C.uintptr_t)(unsafe.Pointer(&hi[0])), C.int64_t(n)))
+}
+
 // Probe measures the clock (GHz) and one thread's AVX-512 f32 FMA
 // throughput (GFLOP/s, 0 without AVX-512) for about seconds.
 func Probe(seconds float64) (ghz, gflops float64, err error) {

@@ -48,6 +48,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	backend := fs.String("backend", "cpu", "compute backend")
 	precision := fs.String("precision", "f32", "precision of the CPU matrix products for the model runs: f32 or bf16 (kernels are measured in both)")
 	accuracy := fs.Bool("accuracy", false, "also generate at the main size in f32 and bf16 and report their PSNR")
+	profile := fs.Bool("profile", false, "time every kernel call of the steps after the first and print where a step's time goes")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -131,7 +132,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rep.Backend = be.Name()
 	if *model != "" {
 		t0 := time.Now()
-		p, err := sd.Load(ctx, *model, sd.Options{Backend: *backend, Threads: *threads, Tokenizer: *tokenizer})
+		p, err := sd.Load(ctx, *model, sd.Options{Backend: *backend, Threads: *threads, Tokenizer: *tokenizer,
+			Profile: *profile})
 		if err != nil {
 			return err
 		}
@@ -144,7 +146,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			rep.Runs = append(rep.Runs, r)
 			if !*asJSON {
-				fmt.Fprintf(stderr, "%dx%d: %.2f s/step (CPU %.2f s/step per thread, cores busy %.0f%%)\n", s, s, r.SPerStep, r.CPUSPerStep, 100*r.CPUShare)
+				fmt.Fprintf(stderr, "%dx%d: %.2f s/step, %.2f after the first (CPU %.2f s/step per thread, cores busy %.0f%%)\n",
+					s, s, r.SPerStep, r.SteadySPerStep, r.CPUSPerStep, 100*r.CPUShare)
 			}
 		}
 		main := rep.Runs[0]
@@ -182,13 +185,36 @@ func printBench(w io.Writer, rep benchReport) {
 	}
 	if len(rep.Runs) > 0 {
 		fmt.Fprintf(w, "\nmodel %s (load %.1f s)\n", rep.Model, rep.LoadS)
-		fmt.Fprintf(w, "%-9s %6s %10s %10s %10s %10s %10s %10s %6s\n", "size", "steps", "s/step", "text s", "VAE s", "peak RSS",
+		fmt.Fprintf(w, "%-9s %6s %10s %10s %10s %10s %10s %10s %10s %6s\n", "size", "steps", "s/step", "steady", "text s", "VAE s", "peak RSS",
 			"cpu s/step", "cpu VAE s", "busy")
 		for _, r := range rep.Runs {
-			fmt.Fprintf(w, "%-9s %6d %10.2f %10.2f %10.2f %9.2fG %10.2f %10.2f %5.0f%%\n", strconv.Itoa(r.Width)+"x"+strconv.Itoa(r.Height),
-				r.Steps, r.SPerStep, r.TextEncodeS, r.VAEDecodeS, float64(r.PeakRSSBytes)/1e9, r.CPUSPerStep, r.CPUVAEDecode, 100*r.CPUShare)
+			fmt.Fprintf(w, "%-9s %6d %10.2f %10.2f %10.2f %10.2f %9.2fG %10.2f %10.2f %5.0f%%\n", strconv.Itoa(r.Width)+"x"+strconv.Itoa(r.Height),
+				r.Steps, r.SPerStep, r.SteadySPerStep, r.TextEncodeS, r.VAEDecodeS, float64(r.PeakRSSBytes)/1e9, r.CPUSPerStep, r.CPUVAEDecode, 100*r.CPUShare)
 		}
-		fmt.Fprintln(w, "(cpu columns: process CPU seconds / threads, the time with the cores to ourselves; busy: CPU / (wall x threads))")
+		fmt.Fprintln(w, "(s/step: mean of all steps, the first also packs the UNet's weights; steady: the steps after the first;")
+		fmt.Fprintln(w, " cpu columns: process CPU seconds / threads, the time with the cores to ourselves; busy: CPU / (wall x threads))")
+		for _, r := range rep.Runs {
+			printOps(w, r)
+		}
+	}
+}
+
+// printOps prints the kernel profile of one run's steady steps.
+func printOps(w io.Writer, r bench.StepResult) {
+	if len(r.Ops) == 0 {
+		return
+	}
+	steps := float64(len(r.StepS) - 1)
+	fmt.Fprintf(w, "\n%dx%d: where a step goes (%.2f s/step; %.1f%% inside kernels, the rest is Go code between them)\n",
+		r.Width, r.Height, r.SteadySPerStep, 100*r.KernelShare)
+	fmt.Fprintf(w, "%-22s %8s %10s %7s %9s\n", "kernel", "calls", "s/step", "share", "GFLOP/s")
+	for _, o := range r.Ops {
+		g := ""
+		if o.GFLOPS > 0 {
+			g = fmt.Sprintf("%9.0f", o.GFLOPS)
+		}
+		fmt.Fprintf(w, "%-22s %8.0f %10.3f %6.1f%% %9s\n", o.Kind, float64(o.Calls)/steps, o.S/steps,
+			100*o.S/steps/r.SteadySPerStep, g)
 	}
 }
 

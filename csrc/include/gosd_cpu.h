@@ -88,6 +88,13 @@ int64_t sd_cpu_weight_cache(int64_t limit);
 void sd_cpu_weight_cache_clear(void);
 
 /*
+ * sd_cpu_weight_cache_evict drops the cached packed copies of the weights
+ * that start inside one of the n byte ranges [lo[i], hi[i]) and returns the
+ * bytes freed: a network's weights, when its phase of a generation ends.
+ */
+int64_t sd_cpu_weight_cache_evict(const uintptr_t *lo, const uintptr_t *hi, int64_t n);
+
+/*
  * sd_cpu_probe measures, on the calling thread for about `seconds`, the clock
  * (GHz, from a chain of dependent integer adds, one per cycle) and the f32 FMA
  * throughput (GFLOP/s, independent AVX-512 FMAs; 0 without AVX-512).

@@ -2,13 +2,16 @@
 // (linear, convolution, normalisation, attention helpers) and a Loader that
 // fills them from a tensor.Source with shape checks.
 //
-// Forward methods allocate their outputs and report kernel failures by
-// panicking through tensor.Must; every model entry point defers
-// tensor.Recover so callers receive an error instead.
+// Forward methods allocate their outputs with tensor.Empty (from the
+// activation pool; model code hands intermediates back with
+// tensor.Release) and report kernel failures by panicking through
+// tensor.Must; every model entry point defers tensor.Recover so callers
+// receive an error instead.
 package nn
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -132,7 +135,7 @@ func (m *Linear) Out() int { return m.Weight.Shape[0] }
 // Forward: x [..., In] -> [..., Out].
 func (m *Linear) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), m.Out())
-	y := tensor.New(shape...)
+	y := tensor.Empty(shape...)
 	tensor.Must(be.Linear(y, x, m.Weight, m.Bias))
 	return y
 }
@@ -156,7 +159,7 @@ func (l *Loader) Conv2D(name string, in, out, k, stride, pad int, bias bool) *Co
 // Forward: x [B, In, H, W] -> [B, Out, Ho, Wo].
 func (c *Conv2D) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	ho, wo := c.Params.OutSize(x.Shape[2], x.Shape[3], c.Weight.Shape[2], c.Weight.Shape[3])
-	y := tensor.New(x.Shape[0], c.Weight.Shape[0], ho, wo)
+	y := tensor.Empty(x.Shape[0], c.Weight.Shape[0], ho, wo)
 	tensor.Must(be.Conv2D(y, x, c.Weight, c.Bias, c.Params))
 	return y
 }
@@ -175,9 +178,16 @@ func (l *Loader) GroupNorm(name string, c, groups int, eps float32) *GroupNorm {
 
 // Forward: x [B, C, ...] -> same shape; silu fuses a SiLU after the norm.
 func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor, silu bool) *tensor.Tensor {
-	y := tensor.New(x.Shape...)
+	y := tensor.Empty(x.Shape...)
 	tensor.Must(be.GroupNorm(y, x, g.Weight, g.Bias, g.Groups, g.Eps, silu))
 	return y
+}
+
+// ForwardInPlace normalises x in place (then SiLU when silu is set) and
+// returns it.
+func (g *GroupNorm) ForwardInPlace(be tensor.Backend, x *tensor.Tensor, silu bool) *tensor.Tensor {
+	tensor.Must(be.GroupNorm(x, x, g.Weight, g.Bias, g.Groups, g.Eps, silu))
+	return x
 }
 
 // LayerNorm normalises the last dimension.
@@ -193,21 +203,21 @@ func (l *Loader) LayerNorm(name string, c int, eps float32) *LayerNorm {
 
 // Forward: x [..., C] -> same shape.
 func (n *LayerNorm) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape...)
+	y := tensor.Empty(x.Shape...)
 	tensor.Must(be.LayerNorm(y, x, n.Weight, n.Bias, n.Eps))
 	return y
 }
 
 // Act applies an element-wise activation into a new tensor.
 func Act(be tensor.Backend, x *tensor.Tensor, op tensor.Unary) *tensor.Tensor {
-	y := tensor.New(x.Shape...)
+	y := tensor.Empty(x.Shape...)
 	tensor.Must(be.Unary(y, x, op))
 	return y
 }
 
 // Add returns a + b.
 func Add(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(a.Shape...)
+	y := tensor.Empty(a.Shape...)
 	tensor.Must(be.Add(y, a, b))
 	return y
 }
@@ -220,21 +230,21 @@ func AddInPlace(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
 
 // Scale returns x*s + t.
 func Scale(be tensor.Backend, x *tensor.Tensor, s, t float32) *tensor.Tensor {
-	y := tensor.New(x.Shape...)
+	y := tensor.Empty(x.Shape...)
 	tensor.Must(be.Scale(y, x, s, t))
 	return y
 }
 
 // Attention returns softmax(q·kᵀ/sqrt(D))·v over heads; q [B, Lq, H*D], k and v [B, Lk, H*D].
 func Attention(be tensor.Backend, q, k, v *tensor.Tensor, heads int, causal bool) *tensor.Tensor {
-	y := tensor.New(q.Shape...)
+	y := tensor.Empty(q.Shape...)
 	tensor.Must(be.Attention(y, q, k, v, heads, causal))
 	return y
 }
 
 // Transpose swaps the last two dimensions of x [B, M, N] -> [B, N, M].
 func Transpose(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape[0], x.Shape[2], x.Shape[1])
+	y := tensor.Empty(x.Shape[0], x.Shape[2], x.Shape[1])
 	tensor.Must(be.Transpose(y, x))
 	return y
 }
@@ -243,14 +253,14 @@ func Transpose(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 func Concat(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
 	shape := append([]int(nil), a.Shape...)
 	shape[1] += b.Shape[1]
-	y := tensor.New(shape...)
+	y := tensor.Empty(shape...)
 	tensor.Must(be.Concat(y, a, b))
 	return y
 }
 
 // Upsample2x is nearest-neighbour upsampling [B, C, H, W] -> [B, C, 2H, 2W].
 func Upsample2x(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3])
+	y := tensor.Empty(x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3])
 	tensor.Must(be.Upsample2x(y, x))
 	return y
 }
@@ -259,14 +269,65 @@ func Upsample2x(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 func GEGLU(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	shape := append([]int(nil), x.Shape...)
 	shape[len(shape)-1] /= 2
-	y := tensor.New(shape...)
+	y := tensor.Empty(shape...)
 	tensor.Must(be.GEGLU(y, x))
 	return y
 }
 
 // AddChannel returns x [B, C, ...] + c [B, C] broadcast over the trailing dims.
 func AddChannel(be tensor.Backend, x, c *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape...)
+	y := tensor.Empty(x.Shape...)
 	tensor.Must(be.AddChannel(y, x, c))
 	return y
+}
+
+// Weights returns every tensor reachable from m (a model: pointers,
+// structs, slices, arrays and maps of them) through exported or unexported
+// fields, each once, in the order met. The pipeline uses it to release a
+// network's packed weights when its phase of a generation ends.
+func Weights(m any) []*tensor.Tensor {
+	var out []*tensor.Tensor
+	seen := map[uintptr]bool{}
+	tt := reflect.TypeOf((*tensor.Tensor)(nil))
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if v.IsNil() || seen[v.Pointer()] {
+				return
+			}
+			seen[v.Pointer()] = true
+			if v.Type() == tt {
+				out = append(out, (*tensor.Tensor)(v.UnsafePointer()))
+				return
+			}
+			walk(v.Elem())
+		case reflect.Interface:
+			if !v.IsNil() {
+				walk(v.Elem())
+			}
+		case reflect.Struct:
+			for i := 0; i < v.NumField(); i++ {
+				walk(v.Field(i))
+			}
+		case reflect.Slice, reflect.Array:
+			if v.Kind() == reflect.Slice && v.IsNil() {
+				return
+			}
+			if k := v.Type().Elem().Kind(); k != reflect.Pointer && k != reflect.Struct &&
+				k != reflect.Interface && k != reflect.Slice && k != reflect.Array && k != reflect.Map {
+				return // plain data ([]int, []float32, ...)
+			}
+			for i := 0; i < v.Len(); i++ {
+				walk(v.Index(i))
+			}
+		case reflect.Map:
+			it := v.MapRange()
+			for it.Next() {
+				walk(it.Value())
+			}
+		}
+	}
+	walk(reflect.ValueOf(m))
+	return out
 }

@@ -96,3 +96,41 @@ func TestMustRecover(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestWeightsFindsEveryTensorOnce(t *testing.T) {
+	shared := tensor.New(2)
+	type block struct {
+		L    *Linear
+		list []*Conv2D
+		m    map[string]*tensor.Tensor
+	}
+	type model struct {
+		A, B  *block
+		Again *tensor.Tensor
+		Iface any
+		arr   [2]*GroupNorm
+		Sizes []int
+	}
+	m := &model{
+		A:     &block{L: &Linear{Weight: tensor.New(3, 2), Bias: shared}, list: []*Conv2D{{Weight: tensor.New(1, 1, 1, 1)}}},
+		B:     &block{m: map[string]*tensor.Tensor{"x": tensor.New(5)}},
+		Again: shared,
+		Iface: &LayerNorm{Weight: tensor.New(4), Bias: tensor.New(4)},
+		arr:   [2]*GroupNorm{{Weight: tensor.New(6), Bias: tensor.New(6)}},
+		Sizes: []int{1, 2},
+	}
+	ws := Weights(m)
+	if len(ws) != 8 {
+		t.Fatalf("found %d tensors, want 8 (the shared one once)", len(ws))
+	}
+	seen := map[*tensor.Tensor]bool{}
+	for _, w := range ws {
+		if seen[w] {
+			t.Fatalf("tensor %v listed twice", w.Shape)
+		}
+		seen[w] = true
+	}
+	if !seen[shared] || !seen[m.B.m["x"]] || !seen[m.arr[0].Bias] {
+		t.Fatal("a tensor behind a pointer, map or array was missed")
+	}
+}

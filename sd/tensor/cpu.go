@@ -3,6 +3,7 @@ package tensor
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/gosd/gosd/bindings/cpu"
 )
@@ -81,6 +82,32 @@ func SetCPUWeightCache(limit int64) int64 { return cpu.SetWeightCache(limit) }
 // ClearCPUWeightCache empties the packed-weight cache and keeps its budget;
 // call it after unmapping a checkpoint whose weights were used.
 func ClearCPUWeightCache() { cpu.ClearWeightCache() }
+
+// ReleaseCPUWeights drops the packed copies of these weights (and of any
+// weight whose data starts inside one of them) from the packed-weight cache
+// and returns the bytes freed. The weights stay usable: a later call packs
+// them again.
+func ReleaseCPUWeights(ws []*Tensor) int64 {
+	var lo, hi []uintptr
+	for _, w := range ws {
+		if w == nil {
+			continue
+		}
+		var p unsafe.Pointer
+		var n uintptr
+		switch {
+		case len(w.F32) > 0:
+			p, n = unsafe.Pointer(&w.F32[0]), uintptr(len(w.F32))*4
+		case len(w.Half) > 0:
+			p, n = unsafe.Pointer(&w.Half[0]), uintptr(len(w.Half))*2
+		default:
+			continue
+		}
+		lo = append(lo, uintptr(p))
+		hi = append(hi, uintptr(p)+n)
+	}
+	return cpu.EvictWeights(lo, hi)
+}
 
 // SetThreads sets the number of threads the native kernels use (process
 // wide); n <= 0 means all CPUs.

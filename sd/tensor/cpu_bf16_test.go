@@ -335,3 +335,41 @@ func TestCPUBF16CacheSeesChangedWeight(t *testing.T) {
 		}
 	})
 }
+
+func TestCPUBF16ReleaseWeights(t *testing.T) {
+	rng := rand.New(rand.NewSource(16))
+	x := randF32(rng, -1, 1, 30, 200)
+	w1 := asDType(randF32(rng, -1, 1, 50, 200), F16)
+	w2 := asDType(randF32(rng, -1, 1, 40, 200), F16)
+	withBF16(t, func(be *CPU) {
+		ClearCPUWeightCache()
+		want := New(30, 50)
+		for _, w := range []*Tensor{w1, w2} {
+			if err := be.Linear(New(30, w.Shape[0]), x, w, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := be.Linear(want, x, w1, nil); err != nil {
+			t.Fatal(err)
+		}
+		both := SetCPUWeightCache(-1)
+		freed := ReleaseCPUWeights([]*Tensor{w1, nil})
+		left := SetCPUWeightCache(-1)
+		if freed <= 0 || left != both-freed || left <= 0 {
+			t.Fatalf("cache %d bytes, released %d, left %d: want w1's panels gone and w2's kept", both, freed, left)
+		}
+		got := New(30, 50)
+		if err := be.Linear(got, x, w1, nil); err != nil { // packed again
+			t.Fatal(err)
+		}
+		for i := range got.F32 {
+			if got.F32[i] != want.F32[i] {
+				t.Fatalf("[%d] = %v after release and repack, want %v", i, got.F32[i], want.F32[i])
+			}
+		}
+		if SetCPUWeightCache(-1) != both {
+			t.Fatalf("cache %d bytes after repacking, want %d", SetCPUWeightCache(-1), both)
+		}
+		ClearCPUWeightCache()
+	})
+}

@@ -44,15 +44,22 @@ func loadResBlock(l *nn.Loader, in, out, embDim, groups int) *ResBlock {
 // Forward: x [B, In, H, W], embAct [B, 4*ModelChannels] (the time embedding
 // after SiLU) -> [B, Out, H, W].
 func (r *ResBlock) Forward(be tensor.Backend, x, embAct *tensor.Tensor) *tensor.Tensor {
-	h := r.InConv.Forward(be, r.InNorm.Forward(be, x, true))
+	n := r.InNorm.Forward(be, x, true)
+	h := r.InConv.Forward(be, n)
+	tensor.Release(n)
 	e := r.Emb.Forward(be, embAct)
 	tensor.Must(be.AddChannel(h, h, e))
-	h = r.OutConv.Forward(be, r.OutNorm.Forward(be, h, true))
-	skip := x
-	if r.Skip != nil {
-		skip = r.Skip.Forward(be, x)
+	tensor.Release(e)
+	n = r.OutNorm.ForwardInPlace(be, h, true)
+	h = r.OutConv.Forward(be, n)
+	tensor.Release(n)
+	if r.Skip == nil {
+		return nn.AddInPlace(be, h, x)
 	}
-	return nn.AddInPlace(be, h, skip)
+	skip := r.Skip.Forward(be, x)
+	nn.AddInPlace(be, h, skip)
+	tensor.Release(skip)
+	return h
 }
 
 // CrossAttention is ldm's CrossAttention: bias-free q, k, v projections,
@@ -78,7 +85,11 @@ func (a *CrossAttention) Forward(be tensor.Backend, x, ctx *tensor.Tensor) *tens
 	q := a.ToQ.Forward(be, x)
 	k := a.ToK.Forward(be, ctx)
 	v := a.ToV.Forward(be, ctx)
-	return a.ToOut.Forward(be, nn.Attention(be, q, k, v, a.Heads, false))
+	o := nn.Attention(be, q, k, v, a.Heads, false)
+	tensor.Release(q, k, v)
+	y := a.ToOut.Forward(be, o)
+	tensor.Release(o)
+	return y
 }
 
 // TransformerBlock is ldm's BasicTransformerBlock: pre-norm self-attention,
@@ -102,14 +113,27 @@ func loadTransformerBlock(l *nn.Loader, c, ctxDim, heads int) *TransformerBlock 
 	}
 }
 
-// Forward: x [B, L, C], ctx [B, Lc, Cctx] -> [B, L, C].
+// Forward: x [B, L, C], ctx [B, Lc, Cctx] -> [B, L, C] (a new tensor; x is
+// left as it was).
 func (t *TransformerBlock) Forward(be tensor.Backend, x, ctx *tensor.Tensor) *tensor.Tensor {
 	h := t.Norm1.Forward(be, x)
-	x = nn.Add(be, t.Attn1.Forward(be, h, h), x)
-	h = t.Norm2.Forward(be, x)
-	x = nn.AddInPlace(be, t.Attn2.Forward(be, h, ctx), x)
-	h = nn.GEGLU(be, t.FFProj.Forward(be, t.Norm3.Forward(be, x)))
-	return nn.AddInPlace(be, t.FFOut.Forward(be, h), x)
+	y := nn.AddInPlace(be, t.Attn1.Forward(be, h, h), x)
+	tensor.Release(h)
+	h = t.Norm2.Forward(be, y)
+	a := t.Attn2.Forward(be, h, ctx)
+	tensor.Release(h)
+	nn.AddInPlace(be, y, a)
+	tensor.Release(a)
+	h = t.Norm3.Forward(be, y)
+	p := t.FFProj.Forward(be, h)
+	tensor.Release(h)
+	g := nn.GEGLU(be, p)
+	tensor.Release(p)
+	f := t.FFOut.Forward(be, g)
+	tensor.Release(g)
+	nn.AddInPlace(be, y, f)
+	tensor.Release(f)
+	return y
 }
 
 // SpatialTransformer is ldm's SpatialTransformer: GroupNorm, proj_in, a
@@ -145,12 +169,20 @@ func loadSpatialTransformer(l *nn.Loader, c, ctxDim, heads, depth, groups int, l
 // Forward: x [B, C, H, W], ctx [B, Lc, Cctx] -> [B, C, H, W].
 func (s *SpatialTransformer) Forward(be tensor.Backend, x, ctx *tensor.Tensor) *tensor.Tensor {
 	b, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	t := nn.Transpose(be, s.Norm.Forward(be, x, false).Reshape(b, c, h*w)) // [B, HW, C]
-	t = s.ProjIn.Forward(be, t)
+	n := s.Norm.Forward(be, x, false)
+	t := nn.Transpose(be, n.Reshape(b, c, h*w)) // [B, HW, C]
+	tensor.Release(n)
+	u := s.ProjIn.Forward(be, t)
+	tensor.Release(t)
 	for _, blk := range s.Blocks {
-		t = blk.Forward(be, t, ctx)
+		nu := blk.Forward(be, u, ctx)
+		tensor.Release(u)
+		u = nu
 	}
-	t = nn.Transpose(be, s.ProjOut.Forward(be, t)) // [B, C, HW]
+	p := s.ProjOut.Forward(be, u)
+	tensor.Release(u)
+	t = nn.Transpose(be, p) // [B, C, HW]
+	tensor.Release(p)
 	return nn.AddInPlace(be, t.Reshape(b, c, h, w), x)
 }
 
@@ -170,7 +202,10 @@ type Upsample struct{ Conv *nn.Conv2D }
 // Forward: x [B, C, H, W] -> [B, C, oh, ow] where oh is 2H or 2H-1 and ow
 // is 2W or 2W-1.
 func (u *Upsample) Forward(be tensor.Backend, x *tensor.Tensor, oh, ow int) *tensor.Tensor {
-	return u.Conv.Forward(be, upsampleNearest(be, x, oh, ow))
+	up := upsampleNearest(be, x, oh, ow)
+	y := u.Conv.Forward(be, up)
+	tensor.Release(up)
+	return y
 }
 
 // upsampleNearest resizes x [B, C, H, W] to [B, C, oh, ow] by nearest
@@ -200,11 +235,12 @@ func upsampleNearest(be tensor.Backend, x *tensor.Tensor, oh, ow int) *tensor.Te
 		tensor.Must(tensor.ShapeError("unet.upsample", "cannot resize %dx%d to %dx%d by nearest 2x upsampling",
 			h2/2, w2/2, oh, ow))
 	}
-	y := tensor.New(b, c, oh, ow)
+	y := tensor.Empty(b, c, oh, ow)
 	for p := 0; p < b*c; p++ {
 		for i := 0; i < oh; i++ {
 			copy(y.F32[(p*oh+i)*ow:][:ow], up.F32[(p*h2+i)*w2:][:ow])
 		}
 	}
+	tensor.Release(up)
 	return y
 }

@@ -214,23 +214,37 @@ func (u *UNet) ForwardADM(be tensor.Backend, x *tensor.Tensor, t []float32, ctx,
 		h = b.forward(be, h, emb, ctx)
 		skips = append(skips, h)
 	}
-	h = u.Mid1.Forward(be, h, emb)
-	h = u.MidAttn.Forward(be, h, ctx)
-	h = u.Mid2.Forward(be, h, emb)
+	// The input blocks' outputs stay alive as skip connections; everything
+	// else goes back to the activation pool as soon as it has been read.
+	m := u.Mid1.Forward(be, h, emb)
+	h = u.MidAttn.Forward(be, m, ctx)
+	tensor.Release(m)
+	m = u.Mid2.Forward(be, h, emb)
+	tensor.Release(h)
+	h = m
 	for _, b := range u.Output {
 		s := skips[len(skips)-1]
 		skips = skips[:len(skips)-1]
-		h = b.Res.Forward(be, nn.Concat(be, h, s), emb)
+		cat := nn.Concat(be, h, s)
+		tensor.Release(h, s)
+		h = b.Res.Forward(be, cat, emb)
+		tensor.Release(cat)
 		if b.Attn != nil {
-			h = b.Attn.Forward(be, h, ctx)
+			a := b.Attn.Forward(be, h, ctx)
+			tensor.Release(h)
+			h = a
 		}
 		if b.Up != nil {
 			next := skips[len(skips)-1]
-			h = b.Up.Forward(be, h, next.Shape[2], next.Shape[3])
+			up := b.Up.Forward(be, h, next.Shape[2], next.Shape[3])
+			tensor.Release(h)
+			h = up
 		}
 	}
-	h = u.OutConv.Forward(be, u.OutNorm.Forward(be, h, true))
-	return h, nil
+	n := u.OutNorm.ForwardInPlace(be, h, true)
+	out = u.OutConv.Forward(be, n)
+	tensor.Release(n, emb)
+	return out, nil
 }
 
 // forward runs an input block: x [B, C, H, W] -> [B, Width, H', W'].
@@ -243,7 +257,9 @@ func (b *Block) forward(be tensor.Backend, x, emb, ctx *tensor.Tensor) *tensor.T
 	}
 	h := b.Res.Forward(be, x, emb)
 	if b.Attn != nil {
-		h = b.Attn.Forward(be, h, ctx)
+		a := b.Attn.Forward(be, h, ctx)
+		tensor.Release(h)
+		h = a
 	}
 	return h
 }

@@ -181,24 +181,46 @@ func LoadKL(src tensor.Source, cfg *KLConfig) (*KL, error) {
 	return m, nil
 }
 
-// forward: x [B, In, H, W] -> [B, Out, H, W].
+// forward: x [B, In, H, W] -> [B, Out, H, W] (a new tensor; x is left as
+// it was).
 func (r *KLResBlock) forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	h := r.Conv1.Forward(be, r.Norm1.Forward(be, x, true))
-	h = r.Conv2.Forward(be, r.Norm2.Forward(be, h, true))
-	skip := x
-	if r.NinShortcut != nil {
-		skip = r.NinShortcut.Forward(be, x)
+	n := r.Norm1.Forward(be, x, true)
+	h := r.Conv1.Forward(be, n)
+	tensor.Release(n)
+	n = r.Norm2.ForwardInPlace(be, h, true)
+	h = r.Conv2.Forward(be, n)
+	tensor.Release(n)
+	if r.NinShortcut == nil {
+		return nn.AddInPlace(be, h, x)
 	}
-	return nn.AddInPlace(be, h, skip)
+	skip := r.NinShortcut.Forward(be, x)
+	nn.AddInPlace(be, h, skip)
+	tensor.Release(skip)
+	return h
 }
 
-// forward: x [B, C, H, W] -> [B, C, H, W].
+// forward: x [B, C, H, W] -> [B, C, H, W] (a new tensor).
 func (a *KLAttention) forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	b, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	t := nn.Transpose(be, a.Norm.Forward(be, x, false).Reshape(b, c, h*w)) // [B, HW, C]
-	o := nn.Attention(be, a.Q.Forward(be, t), a.K.Forward(be, t), a.V.Forward(be, t), 1, false)
-	o = nn.Transpose(be, a.ProjOut.Forward(be, o)) // [B, C, HW]
-	return nn.AddInPlace(be, o.Reshape(b, c, h, w), x)
+	n := a.Norm.Forward(be, x, false)
+	t := nn.Transpose(be, n.Reshape(b, c, h*w)) // [B, HW, C]
+	tensor.Release(n)
+	q, k, v := a.Q.Forward(be, t), a.K.Forward(be, t), a.V.Forward(be, t)
+	tensor.Release(t)
+	o := nn.Attention(be, q, k, v, 1, false)
+	tensor.Release(q, k, v)
+	p := a.ProjOut.Forward(be, o)
+	tensor.Release(o)
+	t = nn.Transpose(be, p) // [B, C, HW]
+	tensor.Release(p)
+	return nn.AddInPlace(be, t.Reshape(b, c, h, w), x)
+}
+
+// step replaces *h by f(*h) and hands the old tensor to the activation pool.
+func step(h **tensor.Tensor, f func(*tensor.Tensor) *tensor.Tensor) {
+	n := f(*h)
+	tensor.Release(*h)
+	*h = n
 }
 
 // forward: x [B, In, H, W] -> moments [B, 2z, ceil-ish(H/8), ...] before quant_conv.
@@ -206,29 +228,38 @@ func (e *KLEncoder) forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor 
 	h := e.ConvIn.Forward(be, x)
 	for _, lv := range e.Down {
 		for _, b := range lv.Blocks {
-			h = b.forward(be, h)
+			step(&h, func(t *tensor.Tensor) *tensor.Tensor { return b.forward(be, t) })
 		}
 		if lv.Resample != nil {
-			h = lv.Resample.Forward(be, h)
+			step(&h, func(t *tensor.Tensor) *tensor.Tensor { return lv.Resample.Forward(be, t) })
 		}
 	}
-	h = e.Mid2.forward(be, e.MidAttn.forward(be, e.Mid1.forward(be, h)))
-	return e.ConvOut.Forward(be, e.NormOut.Forward(be, h, true))
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return e.Mid1.forward(be, t) })
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return e.MidAttn.forward(be, t) })
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return e.Mid2.forward(be, t) })
+	y := e.ConvOut.Forward(be, e.NormOut.ForwardInPlace(be, h, true))
+	tensor.Release(h)
+	return y
 }
 
 // forward: z [B, z, h, w] (after post_quant_conv) -> [B, Out, 8h, 8w].
 func (d *KLDecoder) forward(be tensor.Backend, z *tensor.Tensor) *tensor.Tensor {
 	h := d.ConvIn.Forward(be, z)
-	h = d.Mid2.forward(be, d.MidAttn.forward(be, d.Mid1.forward(be, h)))
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return d.Mid1.forward(be, t) })
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return d.MidAttn.forward(be, t) })
+	step(&h, func(t *tensor.Tensor) *tensor.Tensor { return d.Mid2.forward(be, t) })
 	for i := len(d.Up) - 1; i >= 0; i-- {
 		for _, b := range d.Up[i].Blocks {
-			h = b.forward(be, h)
+			step(&h, func(t *tensor.Tensor) *tensor.Tensor { return b.forward(be, t) })
 		}
-		if d.Up[i].Resample != nil {
-			h = d.Up[i].Resample.Forward(be, nn.Upsample2x(be, h))
+		if r := d.Up[i].Resample; r != nil {
+			step(&h, func(t *tensor.Tensor) *tensor.Tensor { return nn.Upsample2x(be, t) })
+			step(&h, func(t *tensor.Tensor) *tensor.Tensor { return r.Forward(be, t) })
 		}
 	}
-	return d.ConvOut.Forward(be, d.NormOut.Forward(be, h, true))
+	y := d.ConvOut.Forward(be, d.NormOut.ForwardInPlace(be, h, true))
+	tensor.Release(h)
+	return y
 }
 
 // Decode maps latents to images.
