@@ -159,6 +159,20 @@ func SetWeightCache(limit int64) int64 { return int64(C.sd_cpu_weight_cache(C.in
 // ClearWeightCache drops every cached packed weight and keeps the budget.
 func ClearWeightCache() { C.sd_cpu_weight_cache_clear() }
 
+// FileMapping registers (add) or unregisters the read-only file mapping
+// data, whose pages packing may release (see sd_cpu_file_mapping).
+func FileMapping(data []byte, add bool) bool {
+	if len(data) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(&data[0]))
+	a := C.int(0)
+	if add {
+		a = 1
+	}
+	return C.sd_cpu_file_mapping(C.uintptr_t(lo), C.uintptr_t(lo+uintptr(len(data))), a) != 0
+}
+
 // EvictWeights drops the cached packed copies of the weights that start in
 // one of the byte ranges [lo[i], hi[i]) and returns the bytes freed.
 func EvictWeights(lo, hi []uintptr) int64 {

@@ -92,6 +92,14 @@ void sd_cpu_weight_cache_clear(void);
  * that start inside one of the n byte ranges [lo[i], hi[i]) and returns the
  * bytes freed: a network's weights, when its phase of a generation ends.
  */
+/*
+ * sd_cpu_file_mapping registers (add = 1) or unregisters (add = 0) the
+ * read-only, file-backed mapping [lo, hi): packed weights read from it have
+ * their pages released without a lookup in /proc/self/maps. Unregister
+ * before unmapping. Returns 1 on success.
+ */
+int sd_cpu_file_mapping(uintptr_t lo, uintptr_t hi, int add);
+
 int64_t sd_cpu_weight_cache_evict(const uintptr_t *lo, const uintptr_t *hi, int64_t n);
 
 /*

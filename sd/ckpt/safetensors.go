@@ -6,7 +6,6 @@ import (
 	"math"
 	"sort"
 	"sync"
-	"syscall"
 	"unsafe"
 
 	"github.com/gosd/gosd/sd/tensor"
@@ -56,22 +55,22 @@ func OpenSafetensors(path string) (*SafeTensors, error) {
 	}
 	size := int64(len(data))
 	if size < 8 {
-		syscall.Munmap(data)
+		unmap(data)
 		return nil, formatErr(path, "", "is too short (%d bytes) for a safetensors header", size)
 	}
 	hlen := binary.LittleEndian.Uint64(data[:8])
 	if hlen > maxHeader {
-		syscall.Munmap(data)
+		unmap(data)
 		return nil, formatErr(path, "", "safetensors header length %d is absurd (limit %d)", hlen, maxHeader)
 	}
 	if int64(hlen) > size-8 {
-		syscall.Munmap(data)
+		unmap(data)
 		return nil, formatErr(path, "", "safetensors header length %d runs past the end of the %d-byte file (truncated?)", hlen, size)
 	}
 	base := 8 + int64(hlen)
 	entries, meta, err := parseSTHeader(path, data[8:base], size-base)
 	if err != nil {
-		syscall.Munmap(data)
+		unmap(data)
 		return nil, err
 	}
 	s := &SafeTensors{path: path, data: data, base: base, entries: entries, metadata: meta,
@@ -232,7 +231,7 @@ func (s *SafeTensors) Close() error {
 	if s.data == nil {
 		return nil
 	}
-	err := syscall.Munmap(s.data)
+	err := unmap(s.data)
 	s.data = nil
 	s.cache = nil
 	return err

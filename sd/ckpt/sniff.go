@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"syscall"
+
+	"github.com/gosd/gosd/sd/tensor"
 )
 
 // fileKind is a checkpoint container format recognised from its first bytes.
@@ -83,7 +85,7 @@ func sniffBytes(path string, head []byte, size int64) (fileKind, error) {
 }
 
 // mapFile checks that path sniffs as kind (else the error says notKind) and
-// maps the whole file read-only; the caller unmaps it with syscall.Munmap.
+// maps the whole file read-only; the caller unmaps it with unmap.
 func mapFile(path string, kind fileKind, notKind string) ([]byte, error) {
 	k, err := sniffFile(path)
 	if err != nil {
@@ -109,5 +111,12 @@ func mapFile(path string, kind fileKind, notKind string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
+	tensor.NoteFileMapping(data, true)
 	return data, nil
+}
+
+// unmap undoes mapFile.
+func unmap(data []byte) error {
+	tensor.NoteFileMapping(data, false)
+	return syscall.Munmap(data)
 }

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/gosd/gosd/sd/tensor"
 )
@@ -45,7 +44,7 @@ func OpenTorchZip(path string) (*TorchZip, error) {
 	z := &TorchZip{path: path, mm: mm, files: map[string]*zip.File{},
 		cache: map[string]*tensor.Tensor{}, storages: map[string][]byte{}}
 	if err := z.load(); err != nil {
-		syscall.Munmap(mm)
+		unmap(mm)
 		return nil, err
 	}
 	return z, nil
@@ -351,7 +350,7 @@ func (z *TorchZip) Close() error {
 	if z.mm == nil {
 		return nil
 	}
-	err := syscall.Munmap(z.mm)
+	err := unmap(z.mm)
 	z.mm, z.cache, z.storages = nil, nil, nil
 	return err
 }

@@ -83,6 +83,12 @@ func SetCPUWeightCache(limit int64) int64 { return cpu.SetWeightCache(limit) }
 // call it after unmapping a checkpoint whose weights were used.
 func ClearCPUWeightCache() { cpu.ClearWeightCache() }
 
+// NoteFileMapping tells the CPU backend that data is a read-only mapping
+// of a file (mapped true), or is about to be unmapped (mapped false): once a
+// weight in it is packed, its pages are released from memory (they read
+// back from the file). Checkpoint loaders call it around mmap and munmap.
+func NoteFileMapping(data []byte, mapped bool) { cpu.FileMapping(data, mapped) }
+
 // ReleaseCPUWeights drops the packed copies of these weights (and of any
 // weight whose data starts inside one of them) from the packed-weight cache
 // and returns the bytes freed. The weights stay usable: a later call packs
