@@ -42,6 +42,13 @@ type StepResult struct {
 	// during which one thread works and the other cores idle.
 	Ops         []OpRow `json:"ops,omitempty"`
 	KernelShare float64 `json:"kernel_share,omitempty"`
+	// IdleCoreShare is the share of the steady steps' core time (wall x
+	// threads) in which a core sat idle: inside kernels, the time threads
+	// waited at the end of a parallel region for the others (measured by
+	// the CPU kernels' work counters); outside them, every core but the one
+	// running the Go code. With 2 cores it is the share of the time one
+	// core was idle. Needs the profile and the CPU backend.
+	IdleCoreShare float64 `json:"idle_core_share,omitempty"`
 }
 
 // OpRow is one kind of kernel call in a profile.
@@ -61,7 +68,7 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 	var walls []time.Duration
 	prof := p.Profile()
 	var ops []tensor.OpStat
-	var opsTotal time.Duration
+	var opsTotal, work0, work1 time.Duration
 	res, err := p.Generate(ctx, sd.Request{Prompt: "a watercolor painting of a fox in a snowy forest",
 		Negative: "low quality", Width: w, Height: h, Steps: steps, CFG: 7, Sampler: "euler", Seed: 1,
 		Progress: func(pr sd.Progress) {
@@ -69,9 +76,11 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 			walls = append(walls, pr.Elapsed)
 			if prof != nil && pr.Step == 1 {
 				prof.Reset()
+				work0 = tensor.CPUWorkTime()
 			}
 			if prof != nil && pr.Step == pr.Steps && pr.Steps > 1 {
 				ops, opsTotal = prof.Stats(), prof.Total()
+				work1 = tensor.CPUWorkTime()
 			}
 		}})
 	if err != nil {
@@ -94,6 +103,10 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 		r.SteadySPerStep = steady.Seconds() / float64(n-1)
 		if len(ops) > 0 && steady > 0 {
 			r.KernelShare = opsTotal.Seconds() / steady.Seconds()
+			if _, ok := p.Backend().(*tensor.CPU); ok && threads > 0 {
+				busy := (work1 - work0).Seconds() + (steady - opsTotal).Seconds()
+				r.IdleCoreShare = max(0, 1-busy/(float64(threads)*steady.Seconds()))
+			}
 			for _, o := range ops {
 				r.Ops = append(r.Ops, OpRow{Kind: o.Kind, Calls: o.Calls, S: o.Time.Seconds(), GFLOPS: o.GFLOPS()})
 			}

@@ -332,6 +332,7 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 	int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
+		int64_t w0 = sdi_work_begin();
 		float *kv = sdi_scratch(1, sizeof(float) * (size_t)(gs * kvhead));
 		float *tb = sdi_scratch(2, sizeof(float) * tsize);
 		at_buf B = {0};
@@ -355,7 +356,7 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 			B.m = B.o + dp * SDI_AT_T;
 			B.l = B.m + SDI_AT_T;
 		}
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
 		for (int64_t job = 0; job < jobs; job++) {
 			if (!kv || !tb)
 				continue;
@@ -401,6 +402,7 @@ int sd_attention(float *y, const float *q, const float *k, const float *v, int64
 				}
 			}
 		}
+		sdi_work_end(w0);
 	}
 	if (failed)
 		return sdi_fail(msg, msglen, SD_ERR_NOMEM, "attention: out of memory");

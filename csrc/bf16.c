@@ -387,28 +387,33 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 	size_t es = dt == SD_F32 ? 4 : 2;
 	int nt = sdi_threads();
 	int failed = 0;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 4) if (panels * nblk > 8)
-	for (int64_t t = 0; t < nblk * panels; t++) {
-		int64_t bi = t / panels, pi = t % panels;
-		int64_t p0 = bi * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
-		float *tmp = sdi_scratch(5, sizeof(float) * (size_t)(kcb * r + 16));
-		if (!tmp) {
+#pragma omp parallel num_threads(nt) if (panels * nblk > 8)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(dynamic, 4) nowait
+		for (int64_t t = 0; t < nblk * panels; t++) {
+			int64_t bi = t / panels, pi = t % panels;
+			int64_t p0 = bi * kcb, kc = k - p0 < kcb ? k - p0 : kcb;
+			float *tmp = sdi_scratch(5, sizeof(float) * (size_t)(kcb * r + 16));
+			if (!tmp) {
 #pragma omp atomic write
-			failed = 1;
-			continue;
+				failed = 1;
+				continue;
+			}
+			for (int h = 0; h < r; h += 16) {
+				int64_t nrows = rows - pi * r - h;
+				nrows = nrows < 0 ? 0 : nrows > 16 ? 16 : nrows;
+				int width = r - h < 16 ? r - h : 16;
+				const char *src = (const char *)p + ((pi * r + h) * ld + p0) * es;
+				tpack(nrows > 0 ? src : p, dt, ld, nrows, width, kc, tmp + h, r);
+			}
+			uint16_t *d = data + t * kcbp * r;
+			sdi_panel_bf16(tmp, r, kc, r, d);
+			if (kc < kcbp) /* rows past an even kc of a short last block stay unread, but defined */
+				memset(d + ((kc + 1) / 2) * 2 * r, 0,
+				       sizeof(uint16_t) * (size_t)((kcbp - ((kc + 1) & ~(int64_t)1)) * r));
 		}
-		for (int h = 0; h < r; h += 16) {
-			int64_t nrows = rows - pi * r - h;
-			nrows = nrows < 0 ? 0 : nrows > 16 ? 16 : nrows;
-			int width = r - h < 16 ? r - h : 16;
-			const char *src = (const char *)p + ((pi * r + h) * ld + p0) * es;
-			tpack(nrows > 0 ? src : p, dt, ld, nrows, width, kc, tmp + h, r);
-		}
-		uint16_t *d = data + t * kcbp * r;
-		sdi_panel_bf16(tmp, r, kc, r, d);
-		if (kc < kcbp) /* rows past an even kc of a short last block stay unread, but defined */
-			memset(d + ((kc + 1) / 2) * 2 * r, 0,
-			       sizeof(uint16_t) * (size_t)((kcbp - ((kc + 1) & ~(int64_t)1)) * r));
+		sdi_work_end(w0);
 	}
 	if (failed) {
 		free(e);

@@ -62,10 +62,15 @@ int sd_unary(float *y, const float *x, int64_t n, int op, char *msg, int msglen)
 	void (*f)(float *, const float *, int64_t, int) = SDI_PICK(unary_run);
 	int64_t chunks = (n + SDI_CHUNK - 1) / SDI_CHUNK;
 	int nt = SDI_NT(n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t ch = 0; ch < chunks; ch++) {
-		int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
-		f(y + i, x + i, e, op);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t ch = 0; ch < chunks; ch++) {
+			int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
+			f(y + i, x + i, e, op);
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -83,10 +88,15 @@ static int binary(float *y, const float *a, const float *b, int64_t n, int op, c
 	void (*f)(float *, const float *, const float *, int64_t, int) = SDI_PICK(binary_run);
 	int64_t chunks = (n + SDI_CHUNK - 1) / SDI_CHUNK;
 	int nt = SDI_NT(n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t ch = 0; ch < chunks; ch++) {
-		int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
-		f(y + i, a + i, b + i, e, op);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t ch = 0; ch < chunks; ch++) {
+			int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
+			f(y + i, a + i, b + i, e, op);
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -109,10 +119,15 @@ int sd_scale(float *y, const float *x, float s, float t, int64_t n, char *msg, i
 	void (*f)(float *, const float *, int64_t, float, float) = SDI_PICK(scale_run);
 	int64_t chunks = (n + SDI_CHUNK - 1) / SDI_CHUNK;
 	int nt = SDI_NT(n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t ch = 0; ch < chunks; ch++) {
-		int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
-		f(y + i, x + i, e, s, t);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t ch = 0; ch < chunks; ch++) {
+			int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
+			f(y + i, x + i, e, s, t);
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -128,9 +143,14 @@ int sd_add_channel(float *y, const float *x, const float *c, int64_t p, int64_t 
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "add_channel: null pointer");
 	void (*f)(float *, const float *, int64_t, float, float) = SDI_PICK(scale_run);
 	int nt = SDI_NT(p * s);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t i = 0; i < p; i++)
-		f(y + i * s, x + i * s, s, 1.0f, c[i]);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t i = 0; i < p; i++)
+			f(y + i * s, x + i * s, s, 1.0f, c[i]);
+		sdi_work_end(w0);
+	}
 	return SD_OK;
 }
 
@@ -144,9 +164,14 @@ int sd_geglu(float *y, const float *x, int64_t rows, int64_t n, char *msg, int m
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "geglu: null pointer");
 	void (*f)(float *, const float *, int64_t) = SDI_PICK(geglu_row);
 	int nt = SDI_NT(rows * n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t r = 0; r < rows; r++)
-		f(y + r * n, x + r * 2 * n, n);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t r = 0; r < rows; r++)
+			f(y + r * n, x + r * 2 * n, n);
+		sdi_work_end(w0);
+	}
 	return SD_OK;
 }
 
@@ -162,15 +187,20 @@ int sd_transpose(float *y, const float *x, int64_t batch, int64_t m, int64_t n, 
 	const int64_t T = 32;
 	int64_t tm = (m + T - 1) / T, tn = (n + T - 1) / T, jobs = batch * tm * tn;
 	int nt = SDI_NT(batch * m * n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t j = 0; j < jobs; j++) {
-		int64_t b = j / (tm * tn), i0 = (j / tn) % tm * T, j0 = j % tn * T;
-		int64_t i1 = i0 + T < m ? i0 + T : m, j1 = j0 + T < n ? j0 + T : n;
-		const float *xb = x + b * m * n;
-		float *yb = y + b * m * n;
-		for (int64_t jj = j0; jj < j1; jj++)
-			for (int64_t ii = i0; ii < i1; ii++)
-				yb[jj * m + ii] = xb[ii * n + jj];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t j = 0; j < jobs; j++) {
+			int64_t b = j / (tm * tn), i0 = (j / tn) % tm * T, j0 = j % tn * T;
+			int64_t i1 = i0 + T < m ? i0 + T : m, j1 = j0 + T < n ? j0 + T : n;
+			const float *xb = x + b * m * n;
+			float *yb = y + b * m * n;
+			for (int64_t jj = j0; jj < j1; jj++)
+				for (int64_t ii = i0; ii < i1; ii++)
+					yb[jj * m + ii] = xb[ii * n + jj];
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -204,13 +234,18 @@ int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, cha
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "upsample2x: null pointer");
 	int64_t rows = p * h;
 	int nt = SDI_NT(rows * w * 4);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t r = 0; r < rows; r++) {
-		const float *xr = x + r * w;
-		float *y0 = y + r * 4 * w, *y1 = y0 + 2 * w;
-		for (int64_t j = 0; j < w; j++)
-			y0[2 * j] = y0[2 * j + 1] = xr[j];
-		memcpy(y1, y0, (size_t)(2 * w) * sizeof(float));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t r = 0; r < rows; r++) {
+			const float *xr = x + r * w;
+			float *y0 = y + r * 4 * w, *y1 = y0 + 2 * w;
+			for (int64_t j = 0; j < w; j++)
+				y0[2 * j] = y0[2 * j + 1] = xr[j];
+			memcpy(y1, y0, (size_t)(2 * w) * sizeof(float));
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -225,10 +260,15 @@ int sd_cast_to_f32(float *y, const void *x, int dt, int64_t n, char *msg, int ms
 	sdi_cvt_fn cvt = sdi_get_cvt();
 	int64_t chunks = (n + SDI_CHUNK - 1) / SDI_CHUNK;
 	int nt = SDI_NT(n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t ch = 0; ch < chunks; ch++) {
-		int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
-		cvt(x, dt, i, e, y + i);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t ch = 0; ch < chunks; ch++) {
+			int64_t i = ch * SDI_CHUNK, e = n - i < SDI_CHUNK ? n - i : SDI_CHUNK;
+			cvt(x, dt, i, e, y + i);
+		}
+		sdi_work_end(w0);
 	}
 	return SD_OK;
 }
@@ -284,8 +324,13 @@ int sd_cast_from_f32(void *y, const float *x, int dt, int64_t n, char *msg, int 
 	}
 	uint16_t *o = y;
 	int nt = SDI_NT(n);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t i = 0; i < n; i++)
-		o[i] = dt == SD_F16 ? f32_f16(x[i]) : f32_bf16(x[i]);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t i = 0; i < n; i++)
+			o[i] = dt == SD_F16 ? f32_f16(x[i]) : f32_bf16(x[i]);
+		sdi_work_end(w0);
+	}
 	return SD_OK;
 }

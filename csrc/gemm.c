@@ -621,6 +621,7 @@ int sdi_gemm_run(const sdi_gemm *g)
 	}
 #pragma omp parallel num_threads(nt) if (nt > 1)
 	{
+		int64_t w0 = sdi_work_begin();
 		int t = 0;
 #ifdef _OPENMP
 		t = omp_get_thread_num();
@@ -665,6 +666,7 @@ int sdi_gemm_run(const sdi_gemm *g)
 				gemm_tile(g, &x, m0, m1, n0, n1);
 			}
 		}
+		sdi_work_end(w0);
 	}
 	return failed ? SD_ERR_NOMEM : SD_OK;
 }

@@ -36,6 +36,15 @@
 #define SDI_PAR_MIN 32768
 
 int sdi_threads(void);
+
+/*
+ * Work accounting: every parallel region's body is bracketed by
+ * sdi_work_begin/sdi_work_end in each thread (before the region's closing
+ * barrier), adding the thread's working time to a process-wide counter
+ * (sd_cpu_work_ns). Idle time at barriers is not counted.
+ */
+int64_t sdi_work_begin(void);
+void sdi_work_end(int64_t t0);
 int sdi_isa(void);
 /* sdi_bf16 reports whether matrix products run in bf16 (precision bf16 on an AVX512-BF16 CPU). */
 int sdi_bf16(void);

@@ -85,18 +85,23 @@ int sd_group_norm(float *y, const float *x, const void *gamma, int gdt, const vo
 	int nt = SDI_NT(batch * c * s);
 	void (*mom)(const float *, int64_t, float, double *, double *) = SDI_PICK(moments);
 	void (*aff)(float *, const float *, int64_t, float, float, float, int) = SDI_PICK(affine);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-	for (int64_t j = 0; j < jobs; j++) {
-		int64_t n = j / groups, gi = j % groups;
-		int64_t base = (n * c + gi * cg) * s;
-		double mean, var;
-		mean_var(mom, x + base, cg * s, &mean, &var);
-		double inv = 1.0 / sqrt(var + (double)eps);
-		for (int64_t ci = 0; ci < cg; ci++) {
-			int64_t ch = gi * cg + ci;
-			aff(y + base + ci * s, x + base + ci * s, s, (float)mean, (float)(inv * g[ch]),
-			    b[ch], silu);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(dynamic, 1) nowait
+		for (int64_t j = 0; j < jobs; j++) {
+			int64_t n = j / groups, gi = j % groups;
+			int64_t base = (n * c + gi * cg) * s;
+			double mean, var;
+			mean_var(mom, x + base, cg * s, &mean, &var);
+			double inv = 1.0 / sqrt(var + (double)eps);
+			for (int64_t ci = 0; ci < cg; ci++) {
+				int64_t ch = gi * cg + ci;
+				aff(y + base + ci * s, x + base + ci * s, s, (float)mean, (float)(inv * g[ch]),
+				    b[ch], silu);
+			}
 		}
+		sdi_work_end(w0);
 	}
 	free(g), free(b);
 	return SD_OK;
@@ -123,11 +128,16 @@ int sd_layer_norm(float *y, const float *x, const void *gamma, int gdt, const vo
 	void (*mom)(const float *, int64_t, float, double *, double *) = SDI_PICK(moments);
 	void (*aff)(float *, const float *, int64_t, float, float, const float *, const float *) =
 		SDI_PICK(affine_row);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-	for (int64_t r = 0; r < rows; r++) {
-		double mean, var;
-		mean_var(mom, x + r * c, c, &mean, &var);
-		aff(y + r * c, x + r * c, c, (float)mean, (float)(1.0 / sqrt(var + (double)eps)), g, b);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+	{
+		int64_t w0 = sdi_work_begin();
+#pragma omp for schedule(static) nowait
+		for (int64_t r = 0; r < rows; r++) {
+			double mean, var;
+			mean_var(mom, x + r * c, c, &mean, &var);
+			aff(y + r * c, x + r * c, c, (float)mean, (float)(1.0 / sqrt(var + (double)eps)), g, b);
+		}
+		sdi_work_end(w0);
 	}
 	free(g), free(b);
 	return SD_OK;

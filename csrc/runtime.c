@@ -18,6 +18,19 @@ int sdi_fail(char *msg, int msglen, int status, const char *fmt, ...)
 	return status;
 }
 
+static int64_t g_work_ns;
+
+int64_t sdi_work_begin(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void sdi_work_end(int64_t t0) { __atomic_add_fetch(&g_work_ns, sdi_work_begin() - t0, __ATOMIC_RELAXED); }
+
+int64_t sd_cpu_work_ns(void) { return __atomic_load_n(&g_work_ns, __ATOMIC_RELAXED); }
+
 void *sdi_alloc(size_t bytes)
 {
 	void *p = NULL;

@@ -355,6 +355,9 @@ func findTokenizer(explicit, modelPath string, ck *ckpt.Checkpoint) (string, err
 // Options.Profile was set, else nil.
 func (p *Pipeline) Profile() *tensor.Profile { return p.prof }
 
+// Backend returns the compute backend the pipeline runs on.
+func (p *Pipeline) Backend() tensor.Backend { return p.be }
+
 // BackendName names the compute backend in use.
 func (p *Pipeline) BackendName() string { return p.be.Name() }
 

@@ -159,6 +159,10 @@ func SetWeightCache(limit int64) int64 { return int64(C.sd_cpu_weight_cache(C.in
 // ClearWeightCache drops every cached packed weight and keeps the budget.
 func ClearWeightCache() { C.sd_cpu_weight_cache_clear() }
 
+// WorkNanos returns the thread-nanoseconds spent working inside the
+// kernels' parallel regions so far (see sd_cpu_work_ns).
+func WorkNanos() int64 { return int64(C.sd_cpu_work_ns()) }
+
 // FileMapping registers (add) or unregisters the read-only file mapping
 // data, whose pages packing may release (see sd_cpu_file_mapping).
 func FileMapping(data []byte, add bool) bool {

@@ -48,7 +48,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	backend := fs.String("backend", "cpu", "compute backend")
 	precision := fs.String("precision", "f32", "precision of the CPU matrix products for the model runs: f32 or bf16 (kernels are measured in both)")
 	accuracy := fs.Bool("accuracy", false, "also generate at the main size in f32 and bf16 and report their PSNR")
-	profile := fs.Bool("profile", false, "time every kernel call of the steps after the first and print where a step's time goes")
+	profile := fs.Bool("profile", false, "print where a step's time goes: the kernel profile of the steps after the first")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *model != "" {
 		t0 := time.Now()
 		p, err := sd.Load(ctx, *model, sd.Options{Backend: *backend, Threads: *threads, Tokenizer: *tokenizer,
-			Profile: *profile})
+			Profile: true})
 		if err != nil {
 			return err
 		}
@@ -172,11 +172,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		e.SetIndent("", " ")
 		return e.Encode(rep)
 	}
-	printBench(stdout, rep)
+	printBench(stdout, rep, *profile)
 	return nil
 }
 
-func printBench(w io.Writer, rep benchReport) {
+func printBench(w io.Writer, rep benchReport, showOps bool) {
 	fmt.Fprintf(w, "cpu      %s, %d cores at %.0f MHz (nominal %.0f); backend %s\n", rep.CPU.Model, rep.CPU.Cores, rep.CPU.ClockMHz(), rep.CPU.MHz, rep.Backend)
 	fmt.Fprintf(w, "peaks    f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (%s)\n", rep.PeakF32, rep.PeakBF16, rep.CPU.PeakNote)
 	printKernels(w, rep.Kernels)
@@ -194,7 +194,15 @@ func printBench(w io.Writer, rep benchReport) {
 		fmt.Fprintln(w, "(s/step: mean of all steps, the first also packs the UNet's weights; steady: the steps after the first;")
 		fmt.Fprintln(w, " cpu columns: process CPU seconds / threads, the time with the cores to ourselves; busy: CPU / (wall x threads))")
 		for _, r := range rep.Runs {
-			printOps(w, r)
+			if r.IdleCoreShare > 0 {
+				fmt.Fprintf(w, "%dx%d: idle core time %.1f%% of the steady steps (inside kernels: waits at region ends; outside: all cores but the Go code's)\n",
+					r.Width, r.Height, 100*r.IdleCoreShare)
+			}
+		}
+		for _, r := range rep.Runs {
+			if showOps {
+				printOps(w, r)
+			}
 		}
 	}
 }

@@ -100,6 +100,14 @@ void sd_cpu_weight_cache_clear(void);
  */
 int sd_cpu_file_mapping(uintptr_t lo, uintptr_t hi, int add);
 
+/*
+ * sd_cpu_work_ns returns the thread-nanoseconds the kernels' threads have
+ * spent working inside parallel regions since the process started (time
+ * waiting at a region's end for the other threads is not counted): with
+ * the calls' wall time it says how busy the cores were.
+ */
+int64_t sd_cpu_work_ns(void);
+
 int64_t sd_cpu_weight_cache_evict(const uintptr_t *lo, const uintptr_t *hi, int64_t n);
 
 /*

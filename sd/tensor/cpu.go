@@ -3,6 +3,7 @@ package tensor
 import (
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/gosd/gosd/bindings/cpu"
@@ -82,6 +83,13 @@ func SetCPUWeightCache(limit int64) int64 { return cpu.SetWeightCache(limit) }
 // ClearCPUWeightCache empties the packed-weight cache and keeps its budget;
 // call it after unmapping a checkpoint whose weights were used.
 func ClearCPUWeightCache() { cpu.ClearWeightCache() }
+
+// CPUWorkTime returns the thread-time the CPU kernels' threads have spent
+// working inside their parallel regions since the process started (not
+// counting waits at the end of a region for the other threads). Over an
+// interval in which kernels ran for wall time W on T threads, T·W minus its
+// growth is the core time left idle inside the kernels.
+func CPUWorkTime() time.Duration { return time.Duration(cpu.WorkNanos()) }
 
 // NoteFileMapping tells the CPU backend that data is a read-only mapping
 // of a file (mapped true), or is about to be unmapped (mapped false): once a

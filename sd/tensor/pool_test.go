@@ -101,3 +101,23 @@ func TestProfileCountsCallsAndFlops(t *testing.T) {
 		t.Error("Reset kept rows")
 	}
 }
+
+// TestCPUWorkTime: the kernels' work counter grows by the threads' working
+// time: more than half the wall time of a run of large products (the
+// calling thread works throughout), at most threads x wall.
+func TestCPUWorkTime(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	be := NewCPU()
+	x, w, y := randF32(rng, -1, 1, 384, 512), randF32(rng, -1, 1, 512, 512), New(384, 512)
+	w0, t0 := CPUWorkTime(), time.Now()
+	for i := 0; i < 20; i++ {
+		if err := be.Linear(y, x, w, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wall, work := time.Since(t0), CPUWorkTime()-w0
+	t.Logf("wall %v, work %v on %d threads", wall, work, be.Threads())
+	if work < wall/2 || work > time.Duration(be.Threads())*wall+time.Millisecond {
+		t.Fatalf("work %v for wall %v on %d threads", work, wall, be.Threads())
+	}
+}
