@@ -41,6 +41,7 @@ type StepResult struct {
 	// calls; the rest is Go code between them (sampler, CFG, allocation),
 	// during which one thread works and the other cores idle.
 	Ops         []OpRow `json:"ops,omitempty"`
+	VAEOps      []OpRow `json:"vae_ops,omitempty"` // the VAE decode's kernel profile
 	KernelShare float64 `json:"kernel_share,omitempty"`
 	// IdleCoreShare is the share of the steady steps' core time (wall x
 	// threads) in which a core sat idle: inside kernels, the time threads
@@ -81,6 +82,7 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 			if prof != nil && pr.Step == pr.Steps && pr.Steps > 1 {
 				ops, opsTotal = prof.Stats(), prof.Total()
 				work1 = tensor.CPUWorkTime()
+				prof.Reset() // from here: the VAE decode
 			}
 		}})
 	if err != nil {
@@ -110,6 +112,11 @@ func Generate(ctx context.Context, p *sd.Pipeline, w, h, steps int, threads int)
 			for _, o := range ops {
 				r.Ops = append(r.Ops, OpRow{Kind: o.Kind, Calls: o.Calls, S: o.Time.Seconds(), GFLOPS: o.GFLOPS()})
 			}
+		}
+	}
+	if prof != nil && len(ops) > 0 {
+		for _, o := range prof.Stats() {
+			r.VAEOps = append(r.VAEOps, OpRow{Kind: o.Kind, Calls: o.Calls, S: o.Time.Seconds(), GFLOPS: o.GFLOPS()})
 		}
 	}
 	th := float64(max(threads, 1))

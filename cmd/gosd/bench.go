@@ -224,6 +224,18 @@ func printOps(w io.Writer, r bench.StepResult) {
 		fmt.Fprintf(w, "%-22s %8.0f %10.3f %6.1f%% %9s\n", o.Kind, float64(o.Calls)/steps, o.S/steps,
 			100*o.S/steps/r.SteadySPerStep, g)
 	}
+	if len(r.VAEOps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%dx%d: where the VAE decode goes (%.2f s)\n", r.Width, r.Height, r.VAEDecodeS)
+	fmt.Fprintf(w, "%-22s %8s %10s %7s %9s\n", "kernel", "calls", "s", "share", "GFLOP/s")
+	for _, o := range r.VAEOps {
+		g := ""
+		if o.GFLOPS > 0 {
+			g = fmt.Sprintf("%9.0f", o.GFLOPS)
+		}
+		fmt.Fprintf(w, "%-22s %8d %10.3f %6.1f%% %9s\n", o.Kind, o.Calls, o.S, 100*o.S/r.VAEDecodeS, g)
+	}
 }
 
 // printKernels prints one row per kernel case with the f32 and bf16
