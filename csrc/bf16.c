@@ -214,9 +214,16 @@ void sd_cpu_weight_cache_clear(void)
 	pthread_mutex_unlock(&g_wmu);
 }
 
+static int registered_file_range(uintptr_t a, uintptr_t b);
+static void drop_pages(uintptr_t a, uintptr_t b);
+
 int64_t sd_cpu_weight_cache_evict(const uintptr_t *lo, const uintptr_t *hi, int64_t n)
 {
 	int64_t freed = 0;
+	/* The weights' own pages, where they lie in a registered file mapping. */
+	for (int64_t i = 0; i < n; i++)
+		if (registered_file_range(lo[i], hi[i]))
+			drop_pages(lo[i], hi[i]);
 	pthread_mutex_lock(&g_wmu);
 	for (wentry **pp = &g_wlist; *pp;) {
 		uintptr_t a = (uintptr_t)(*pp)->p;
@@ -313,11 +320,17 @@ static int drop_file_pages(const void *p, size_t bytes)
 		fclose(f);
 	if (!ok)
 		return 0;
+	drop_pages(a, b);
+	return 1;
+}
+
+/* drop_pages releases the whole pages inside [a, b) of a read-only file mapping. */
+static void drop_pages(uintptr_t a, uintptr_t b)
+{
 	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	uintptr_t lo = (a + pg - 1) & ~(pg - 1), hi = b & ~(pg - 1);
 	if (hi > lo)
 		madvise((void *)lo, hi - lo, MADV_DONTNEED);
-	return 1;
 }
 
 /*

@@ -71,15 +71,16 @@ type Options struct {
 	// Profile records every kernel call of the models (see
 	// Pipeline.Profile): calls, wall time and GFLOP/s per kind of op.
 	Profile bool
-	// KeepPackedWeights keeps each network's weights packed for the CPU
-	// kernels between the phases of a generation (text encoder, UNet, VAE)
-	// and from one generation to the next. By default the packed copies of
-	// a network are released when its phase ends, so that the peak memory
-	// is that of the largest network instead of their sum (SD 1.5 at
-	// 512x512 in bf16: about 2.3 GB instead of 3.6 GB), at the cost of
-	// packing them again at the next generation (about a second for the
-	// SD 1.5 UNet). Servers that generate many images and have the memory
-	// should set it.
+	// KeepPackedWeights keeps each network's weights in memory, packed for
+	// the CPU kernels in bf16 runs, between the phases of a generation
+	// (text encoder, UNet, VAE) and from one generation to the next. By
+	// default a network's packed copies and the resident pages of its
+	// memory-mapped weights are released when its phase ends, so that the
+	// peak memory is that of the largest network instead of their sum
+	// (SD 1.5 at 512x512 in bf16: 2.3 GB instead of 3.7 GB), at the cost of
+	// reading and packing them again at the next generation (the first
+	// step of SD 1.5 at 512x512 takes about 2 s longer). Servers that
+	// generate many images and have the memory should set it.
 	KeepPackedWeights bool
 }
 

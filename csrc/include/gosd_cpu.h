@@ -91,6 +91,8 @@ void sd_cpu_weight_cache_clear(void);
  * sd_cpu_weight_cache_evict drops the cached packed copies of the weights
  * that start inside one of the n byte ranges [lo[i], hi[i]) and returns the
  * bytes freed: a network's weights, when its phase of a generation ends.
+ * Ranges inside a registered file mapping (sd_cpu_file_mapping) also have
+ * their resident pages released (they read back from the file).
  */
 /*
  * sd_cpu_file_mapping registers (add = 1) or unregisters (add = 0) the

@@ -164,6 +164,26 @@ func (c *Conv2D) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	return y
 }
 
+// ForwardRelease is Forward followed by tensor.Release(x): for an input
+// nothing else reads.
+func (c *Conv2D) ForwardRelease(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
+	y := c.Forward(be, x)
+	tensor.Release(x)
+	return y
+}
+
+// AddShortcut adds the residual shortcut to h in place and returns h: x
+// itself, or conv(x) when conv is set (a width change).
+func AddShortcut(be tensor.Backend, h, x *tensor.Tensor, conv *Conv2D) *tensor.Tensor {
+	if conv == nil {
+		return AddInPlace(be, h, x)
+	}
+	s := conv.Forward(be, x)
+	AddInPlace(be, h, s)
+	tensor.Release(s)
+	return h
+}
+
 // GroupNorm normalises groups of channels, optionally followed by SiLU.
 type GroupNorm struct {
 	Weight, Bias *tensor.Tensor

@@ -99,8 +99,9 @@ func NoteFileMapping(data []byte, mapped bool) { cpu.FileMapping(data, mapped) }
 
 // ReleaseCPUWeights drops the packed copies of these weights (and of any
 // weight whose data starts inside one of them) from the packed-weight cache
-// and returns the bytes freed. The weights stay usable: a later call packs
-// them again.
+// and returns the bytes freed; weights in a checkpoint's file mapping (see
+// NoteFileMapping) also leave resident memory. The weights stay usable: a
+// later call reads and packs them again.
 func ReleaseCPUWeights(ws []*Tensor) int64 {
 	var lo, hi []uintptr
 	for _, w := range ws {

@@ -44,22 +44,12 @@ func loadResBlock(l *nn.Loader, in, out, embDim, groups int) *ResBlock {
 // Forward: x [B, In, H, W], embAct [B, 4*ModelChannels] (the time embedding
 // after SiLU) -> [B, Out, H, W].
 func (r *ResBlock) Forward(be tensor.Backend, x, embAct *tensor.Tensor) *tensor.Tensor {
-	n := r.InNorm.Forward(be, x, true)
-	h := r.InConv.Forward(be, n)
-	tensor.Release(n)
+	h := r.InConv.ForwardRelease(be, r.InNorm.Forward(be, x, true))
 	e := r.Emb.Forward(be, embAct)
 	tensor.Must(be.AddChannel(h, h, e))
 	tensor.Release(e)
-	n = r.OutNorm.ForwardInPlace(be, h, true)
-	h = r.OutConv.Forward(be, n)
-	tensor.Release(n)
-	if r.Skip == nil {
-		return nn.AddInPlace(be, h, x)
-	}
-	skip := r.Skip.Forward(be, x)
-	nn.AddInPlace(be, h, skip)
-	tensor.Release(skip)
-	return h
+	h = r.OutConv.ForwardRelease(be, r.OutNorm.ForwardInPlace(be, h, true))
+	return nn.AddShortcut(be, h, x, r.Skip)
 }
 
 // CrossAttention is ldm's CrossAttention: bias-free q, k, v projections,

@@ -157,8 +157,8 @@ func TimestepEmbedding(t []float32, dim int) *tensor.Tensor {
 // Any H, W >= 1 work: where a downsampler halves an odd size (rounding
 // up), the matching upsampler produces exactly the skip connection's size.
 //
-// TODO: reuse activation buffers from an arena; every layer allocates its
-// output, leaving the garbage collector to recycle them.
+// Intermediates come from and go back to the activation pool
+// (tensor.Empty, tensor.Release); the result is the caller's to release.
 func (u *UNet) Forward(be tensor.Backend, x *tensor.Tensor, t []float32, ctx *tensor.Tensor) (out *tensor.Tensor, err error) {
 	return u.ForwardADM(be, x, t, ctx, nil)
 }

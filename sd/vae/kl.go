@@ -184,19 +184,9 @@ func LoadKL(src tensor.Source, cfg *KLConfig) (*KL, error) {
 // forward: x [B, In, H, W] -> [B, Out, H, W] (a new tensor; x is left as
 // it was).
 func (r *KLResBlock) forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	n := r.Norm1.Forward(be, x, true)
-	h := r.Conv1.Forward(be, n)
-	tensor.Release(n)
-	n = r.Norm2.ForwardInPlace(be, h, true)
-	h = r.Conv2.Forward(be, n)
-	tensor.Release(n)
-	if r.NinShortcut == nil {
-		return nn.AddInPlace(be, h, x)
-	}
-	skip := r.NinShortcut.Forward(be, x)
-	nn.AddInPlace(be, h, skip)
-	tensor.Release(skip)
-	return h
+	h := r.Conv1.ForwardRelease(be, r.Norm1.Forward(be, x, true))
+	h = r.Conv2.ForwardRelease(be, r.Norm2.ForwardInPlace(be, h, true))
+	return nn.AddShortcut(be, h, x, r.NinShortcut)
 }
 
 // forward: x [B, C, H, W] -> [B, C, H, W] (a new tensor).
@@ -267,8 +257,9 @@ func (d *KLDecoder) forward(be tensor.Backend, z *tensor.Tensor) *tensor.Tensor 
 // z: [B, ZChannels, h, w] f32 latents ALREADY divided by ScalingFactor
 // -> [B, OutChannels, 8h, 8w] f32 images in about [-1, 1] (not clamped).
 //
-// TODO: tiled decoding; the largest activations are [B, 256, 8h, 8w] f32
-// (1 GiB per image at 1024x1024) and a few are alive at once.
+// TODO: tiled decoding for large images; the largest activations are
+// [B, 256, 8h, 8w] f32 (1 GiB per image at 1024x1024) and, with the
+// activation pool, two or three are alive at once.
 func (m *KL) Decode(be tensor.Backend, z *tensor.Tensor) (img *tensor.Tensor, err error) {
 	c := m.Config
 	if z == nil || len(z.Shape) != 4 || z.DType != tensor.F32 || z.Shape[1] != c.ZChannels || z.Numel() == 0 {
