@@ -13,6 +13,8 @@
 
 #include <immintrin.h>
 
+#define SDI_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,avx512bf16")))
+
 #ifndef SDI_AT_T
 #define SDI_AT_T 64 /* queries per tile, a multiple of SDI_NR */
 #endif
@@ -107,10 +109,12 @@ SDI_AVX512 static inline __m512 exp2_ps(__m512 x)
  * softmax_b16 is the online-softmax step of bf16 runs, on scores in the
  * base-2 domain (queries were scaled by log2(e)/sqrt(D), so 2^s replaces
  * e^s): same contract as SDI_SOFTMAX_BODY, explicit 16-lane code with
- * exp2_ps instead of sdi_expf.
+ * exp2_ps instead of sdi_expf, except that P is written to s16 as bf16
+ * pairs of keys (the panels [KB/2][NR][2] sdi_panel_bf16 would make of it)
+ * and s is left holding the scores.
  */
-SDI_AVX512 static void softmax_b16(float *s, float *m, float *l, float *o, int64_t kb, int64_t dp,
-				   int causal, int64_t q0, int64_t k0)
+SDI_BF16 static void softmax_b16(float *s, float *m, float *l, float *o, int64_t kb, int64_t dp,
+				 int causal, int64_t q0, int64_t k0, uint16_t *s16)
 {
 	const __m512 ninf = _mm512_set1_ps(-INFINITY);
 	for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++) {
@@ -135,11 +139,25 @@ SDI_AVX512 static void softmax_b16(float *s, float *m, float *l, float *o, int64
 						  _mm512_setzero_ps());
 			__m512 alpha = exp2_ps(_mm512_sub_ps(mold, mnew)); /* 0 when mold is -inf */
 			__m512 sum = _mm512_setzero_ps();
-			for (int64_t j = 0; j < kb; j++) {
+			/*
+			 * P goes straight to bf16 pairs of keys (j, j+1), the B panel
+			 * layout of the P·V product, instead of back to f32 and
+			 * through a separate conversion pass.
+			 */
+			uint16_t *dst = s16 + (int64_t)jb * SDI_AT_KB * SDI_NR + 32 * h;
+			for (int64_t j = 0; j < kb; j += 2) {
 				float *row = sp + j * SDI_NR + 16 * h;
-				__m512 e = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(row), mnew));
-				_mm512_storeu_ps(row, e);
-				sum = _mm512_add_ps(sum, e);
+				__m512 e0 = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(row), mnew));
+				__m512 e1 = _mm512_setzero_ps();
+				sum = _mm512_add_ps(sum, e0);
+				if (j + 1 < kb) {
+					e1 = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(row + SDI_NR), mnew));
+					sum = _mm512_add_ps(sum, e1);
+				}
+				__m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e0));
+				__m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e1));
+				_mm512_storeu_si512(dst + (j / 2) * 2 * SDI_NR,
+						    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
 			}
 			_mm512_storeu_ps(lp, _mm512_fmadd_ps(_mm512_loadu_ps(lp), alpha, sum));
 			_mm512_storeu_ps(mp, mnew);
@@ -244,10 +262,7 @@ static void attend_tile(const at_job *J, at_buf *B, int64_t n, int64_t h, int64_
 						     B->q16 + (int64_t)jb * d2 * SDI_NR,
 						     B->s + (int64_t)jb * SDI_AT_KB * SDI_NR + ia * SDI_MR * SDI_NR,
 						     SDI_NR, 0);
-			softmax_b16(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0);
-			for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
-				sdi_panel_bf16(B->s + (int64_t)jb * SDI_AT_KB * SDI_NR, SDI_NR, kb, SDI_NR,
-					       B->s16 + (int64_t)jb * SDI_AT_KB * SDI_NR);
+			softmax_b16(B->s, B->m, B->l, B->o, kb, dp, J->causal, q0, k0, B->s16);
 			for (int64_t ip = 0; ip < dp / SDI_MR; ip++)
 				for (int jb = 0; jb < SDI_AT_T / SDI_NR; jb++)
 					sdi_ukr_bf16((kb + 1) / 2, B->vp16 + ip * kall2 * SDI_MR + k0 * SDI_MR,
