@@ -361,16 +361,18 @@ static uint64_t fingerprint(const void *w, int dt, int64_t n, int spread)
 	return h;
 }
 
-const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
+/*
+ * wcache_get returns the cached panels of weight p under the key (dt, r,
+ * rows, k, ld, kcb), filling bytes of them with fill(ctx, dst) on a miss
+ * (returns 0 on failure); NULL when the budget is spent or the fill failed.
+ * nel is the number of weight elements (for the fingerprint and for
+ * releasing the weight's file pages after the fill).
+ */
+static const uint16_t *wcache_get(const void *p, int dt, int r, int64_t rows, int64_t k, int64_t ld,
+				  int64_t kcb, int64_t nel, size_t bytes,
+				  int (*fill)(void *ctx, uint16_t *dst), void *ctx)
 {
-	const void *p = which == SDI_W_A ? g->a : g->b;
-	int dt = which == SDI_W_A ? g->adt : g->bdt;
-	int64_t rows = which == SDI_W_A ? g->m : g->n, ld = which == SDI_W_A ? g->lda : g->ldb;
-	int r = which == SDI_W_A ? SDI_MR : SDI_NR;
-	int64_t k = g->k, kcbp = (kcb + 1) & ~(int64_t)1;
-	int64_t panels = (rows + r - 1) / r, nblk = (k + kcb - 1) / kcb;
-	size_t bytes = sizeof(uint16_t) * (size_t)(nblk * panels * kcbp * r);
-	int64_t nel = (rows - 1) * ld + k;
+	size_t es = dt == SD_F32 ? 4 : 2;
 	pthread_mutex_lock(&g_wmu);
 	for (wentry **pp = &g_wlist; *pp; pp = &(*pp)->next) {
 		wentry *e = *pp;
@@ -390,12 +392,41 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 	}
 	wentry *e = calloc(1, sizeof *e);
 	uint16_t *data = walloc(bytes);
-	if (!e || !data) {
+	if (!e || !data || !fill(ctx, data)) {
 		free(e);
 		wfree(data, bytes);
 		pthread_mutex_unlock(&g_wmu);
 		return NULL;
 	}
+	int spread = !drop_file_pages(p, (size_t)nel * es);
+	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fingerprint(p, dt, nel, spread), spread,
+		      data, bytes};
+	g_wlist = e;
+	g_wused += (int64_t)bytes;
+	pthread_mutex_unlock(&g_wmu);
+	return data;
+}
+
+const uint16_t *sdi_wcache_fill(const void *p, int dt, int kind, int64_t rows, int64_t k, int64_t nel,
+				size_t bytes, int (*fill)(void *ctx, uint16_t *dst), void *ctx)
+{
+	return wcache_get(p, dt, kind, rows, k, 0, 0, nel, bytes, fill, ctx);
+}
+
+typedef struct {
+	const void *p;
+	int dt, r;
+	int64_t rows, k, ld, kcb, kcbp, panels, nblk;
+} gemm_pack;
+
+/* fill_gemm packs a GEMM weight operand into bf16 panels (see sdi_wcache). */
+static int fill_gemm(void *ctx, uint16_t *data)
+{
+	const gemm_pack *P = ctx;
+	int64_t rows = P->rows, k = P->k, ld = P->ld, kcb = P->kcb, kcbp = P->kcbp;
+	int64_t panels = P->panels, nblk = P->nblk;
+	int r = P->r, dt = P->dt;
+	const void *p = P->p;
 	sdi_tpack_fn tpack = sdi_get_tpack();
 	size_t es = dt == SD_F32 ? 4 : 2;
 	int nt = sdi_threads();
@@ -428,17 +459,16 @@ const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
 		}
 		sdi_work_end(w0);
 	}
-	if (failed) {
-		free(e);
-		wfree(data, bytes);
-		pthread_mutex_unlock(&g_wmu);
-		return NULL;
-	}
-	int spread = !drop_file_pages(p, (size_t)nel * es);
-	*e = (wentry){g_wlist, p, dt, r, rows, k, ld, kcb, fingerprint(p, dt, nel, spread), spread,
-		      data, bytes};
-	g_wlist = e;
-	g_wused += (int64_t)bytes;
-	pthread_mutex_unlock(&g_wmu);
-	return data;
+	return !failed;
+}
+
+const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb)
+{
+	gemm_pack P = {which == SDI_W_A ? g->a : g->b, which == SDI_W_A ? g->adt : g->bdt,
+		       which == SDI_W_A ? SDI_MR : SDI_NR, which == SDI_W_A ? g->m : g->n, g->k,
+		       which == SDI_W_A ? g->lda : g->ldb, kcb, (kcb + 1) & ~(int64_t)1, 0, 0};
+	P.panels = (P.rows + P.r - 1) / P.r, P.nblk = (P.k + kcb - 1) / kcb;
+	size_t bytes = sizeof(uint16_t) * (size_t)(P.nblk * P.panels * P.kcbp * P.r);
+	int64_t nel = (P.rows - 1) * P.ld + P.k;
+	return wcache_get(P.p, P.dt, P.r, P.rows, P.k, P.ld, kcb, nel, bytes, fill_gemm, &P);
 }

@@ -48,6 +48,14 @@ int sd_conv2d(float *y, const float *x, const void *w, int wdt, const void *bias
 		free(bv);
 		return SD_OK;
 	}
+	if (kh == 3 && kw == 3 && stride == 1 && pad_top == 1 && pad_left == 1 && ho == h && wo == wd) {
+		st = sdi_conv3x3_wino(y, x, w, wdt, bv, batch, c, h, wd, o);
+		if (st >= 0) {
+			free(bv);
+			return st ? sdi_fail(msg, msglen, st, "conv2d: out of memory") : SD_OK;
+		}
+		st = SD_OK;
+	}
 	sdi_conv_geo geo = {x, c, h, wd, kh, kw, stride, pad_top, pad_left, ho, wo, c * h * wd};
 	if (transposed) {
 		/* Rows of yᵀ are (image, position) pairs: all images in one GEMM. */

@@ -145,6 +145,23 @@ void sdi_tpack_bf16(const float *src, int64_t ld, int64_t nrows, int width, int6
  */
 const uint16_t *sdi_wcache(const sdi_gemm *g, int which, int64_t kcb);
 
+/*
+ * sdi_wcache_fill is the cache for other packed forms of a weight p of nel
+ * elements (kind < 0 tells them apart; rows and k complete the key): on a
+ * miss fill(ctx, dst) writes bytes of panels and returns nonzero. NULL when
+ * the budget is spent or the fill failed.
+ */
+const uint16_t *sdi_wcache_fill(const void *p, int dt, int kind, int64_t rows, int64_t k, int64_t nel,
+				size_t bytes, int (*fill)(void *ctx, uint16_t *dst), void *ctx);
+
+/*
+ * sdi_conv3x3_wino computes a 3x3, stride 1, pad 1 convolution of bf16 runs
+ * with Winograd's F(2x2, 3x3) (winograd.c); returns SD_OK, SD_ERR_NOMEM, or
+ * -1 when the shape is not one it takes (the caller falls back).
+ */
+int sdi_conv3x3_wino(float *y, const float *x, const void *w, int wdt, const float *bias,
+		     int64_t batch, int64_t c, int64_t h, int64_t wd, int64_t o);
+
 /* AMX-BF16 tile kernel (amx.c); only when sd_cpu_has_amx(). Not used yet. */
 void sdi_ukr_amx(int64_t kb, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc);
 

@@ -373,3 +373,121 @@ func TestCPUBF16ReleaseWeights(t *testing.T) {
 		ClearCPUWeightCache()
 	})
 }
+
+// winogradBound returns, per output of a 3x3 stride-1 pad-1 convolution of
+// x [B, C, H, W] with w [O, C, 3, 3], the sum over channels and the 16
+// transformed positions of |Aᵀ|·(|G||g||G|ᵀ ⊙ |Bᵀ||d||B|)·|A|: the scale of
+// the rounding errors of F(2x2, 3x3) with bf16 operands, as Σ|x·w| is for
+// the direct product.
+func winogradBound(x, w *Tensor) []float64 {
+	bs, c, h, wd, o := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], w.Shape[0]
+	G := [4][3]float64{{1, 0, 0}, {.5, .5, .5}, {.5, .5, .5}, {0, 0, 1}} // |G|
+	BT := [4][4]float64{{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}}
+	A := [2][4]float64{{1, 1, 1, 0}, {0, 1, 1, 1}}
+	wf := w.Float32s()
+	U := make([][16]float64, o*c)
+	for oc := range U {
+		var gg [4][3]float64
+		for u := 0; u < 4; u++ {
+			for j := 0; j < 3; j++ {
+				for r := 0; r < 3; r++ {
+					gg[u][j] += G[u][r] * math.Abs(float64(wf[oc*9+r*3+j]))
+				}
+			}
+		}
+		for u := 0; u < 4; u++ {
+			for v := 0; v < 4; v++ {
+				for j := 0; j < 3; j++ {
+					U[oc][u*4+v] += gg[u][j] * G[v][j]
+				}
+			}
+		}
+	}
+	out := make([]float64, bs*o*h*wd)
+	for n := 0; n < bs; n++ {
+		for ty := 0; ty < (h+1)/2; ty++ {
+			for tx := 0; tx < (wd+1)/2; tx++ {
+				for ci := 0; ci < c; ci++ {
+					var d [4][4]float64
+					for k := 0; k < 4; k++ {
+						for s := 0; s < 4; s++ {
+							if r, q := 2*ty-1+k, 2*tx-1+s; r >= 0 && r < h && q >= 0 && q < wd {
+								d[k][s] = math.Abs(float64(x.F32[((n*c+ci)*h+r)*wd+q]))
+							}
+						}
+					}
+					var V [16]float64
+					for u := 0; u < 4; u++ {
+						for v := 0; v < 4; v++ {
+							for k := 0; k < 4; k++ {
+								for s := 0; s < 4; s++ {
+									V[u*4+v] += BT[u][k] * d[k][s] * BT[v][s]
+								}
+							}
+						}
+					}
+					for oc := 0; oc < o; oc++ {
+						for i := 0; i < 2 && 2*ty+i < h; i++ {
+							for j := 0; j < 2 && 2*tx+j < wd; j++ {
+								s := 0.0
+								for xi := 0; xi < 16; xi++ {
+									s += A[i][xi/4] * A[j][xi%4] * U[oc*c+ci][xi] * V[xi]
+								}
+								out[((n*o+oc)*h+2*ty+i)*wd+2*tx+j] += s
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestCPUBF16ConvWinograd: 3x3 stride-1 convolutions wide enough for
+// F(2x2, 3x3) (rows of at least 16 tiles) agree with the float64 reference
+// within the bf16 rounding bound of the Winograd products, including odd
+// sizes, an odd channel count, part-filled runs and blocks, and batches.
+func TestCPUBF16ConvWinograd(t *testing.T) {
+	rng := rand.New(rand.NewSource(17))
+	ref := NewRef()
+	withBF16(t, func(be *CPU) {
+		for ci, c := range []struct{ b, c, h, w, o int }{
+			{1, 16, 6, 64, 20},  // 32 tiles a row: two runs of 16
+			{2, 17, 9, 67, 13},  // odd sizes and channels; last run of 2 tiles
+			{1, 40, 5, 96, 25},  // 48 tiles a row: blocks across rows, half-empty last block
+			{1, 130, 3, 70, 12}, // deep
+			{2, 24, 7, 32, 16},  // 16 tiles a row: a block is two rows
+			{1, 8, 8, 45, 30},   // 23 tiles a row: runs of 16 and 7
+		} {
+			x := randF32(rng, -1, 1, c.b, c.c, c.h, c.w)
+			w := asDType(randF32(rng, -1, 1, c.o, c.c, 3, 3), F16)
+			bias := asDType(randF32(rng, -1, 1, c.o), F16)
+			want := New(c.b, c.o, c.h, c.w)
+			if err := ref.Conv2D(want, x, w, bias, Pad(1, 1)); err != nil {
+				t.Fatal(err)
+			}
+			bound := winogradBound(x, w)
+			tol := 2*bf16U + bf16U*bf16U + float64(c.c+16)*math.Pow(2, -24)
+			for rep := 0; rep < 2; rep++ {
+				y, check := guarded(t, c.b, c.o, c.h, c.w)
+				if err := be.Conv2D(y, x, w, bias, Pad(1, 1)); err != nil {
+					t.Fatal(err)
+				}
+				check()
+				worst := 0.0
+				for i := range y.F32 {
+					e := math.Abs(float64(y.F32[i]) - float64(want.F32[i]))
+					if e > tol*bound[i]+1e-6 {
+						t.Fatalf("case %d [%d]: %v, want %v (error %.3g > bound %.3g)", ci, i, y.F32[i], want.F32[i], e, tol*bound[i])
+					}
+					worst = max(worst, e/bound[i])
+				}
+				if !differs(y.F32, want.F32) {
+					t.Fatalf("case %d: bf16 result equals the exact one", ci)
+				}
+				t.Logf("case %d: max error %.2g of the Winograd scale", ci, worst)
+			}
+		}
+	})
+}
