@@ -13,7 +13,7 @@ import (
 func Chart(path string, results []KernelResult, info CPUInfo) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("gosd CPU kernels on SD 1.5 shapes (%d cores, %s)", info.Cores, info.Model)
-	p.Y.Label.Text = "GFLOP/s"
+	p.Y.Label.Text = "GFLOP/s (conv3x3: direct-convolution flops; bf16 runs Winograd where it can)"
 	vals := make(plotter.Values, len(results))
 	names := make([]string, len(results))
 	for i, r := range results {
