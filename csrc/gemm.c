@@ -299,16 +299,6 @@ static void run_portable(float *o, const float *row, int64_t ix0, int64_t len, i
 	}
 }
 
-/* mask16 returns the lanes l < 16 with lo <= l < hi. */
-static inline __mmask16 mask16(int64_t lo, int64_t hi)
-{
-	lo = lo < 0 ? 0 : lo;
-	hi = hi > 16 ? 16 : hi;
-	if (hi <= lo)
-		return 0;
-	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-
 /* Masked loads never touch memory of masked-off lanes, so edges need no copies. */
 SDI_AVX512 static void run_avx512(float *o, const float *row, int64_t ix0, int64_t len, int64_t w,
 				  int64_t stride)
@@ -316,9 +306,9 @@ SDI_AVX512 static void run_avx512(float *o, const float *row, int64_t ix0, int64
 	if (stride == 1) {
 		for (int64_t j0 = 0; j0 < len; j0 += 16) {
 			int64_t b = ix0 + j0;
-			__mmask16 lm = mask16(-b, w - b) & mask16(0, len - j0);
+			__mmask16 lm = sdi_mask16(-b, w - b) & sdi_mask16(0, len - j0);
 			__m512 v = _mm512_maskz_loadu_ps(lm, row + b);
-			_mm512_mask_storeu_ps(o + j0, mask16(0, len - j0), v);
+			_mm512_mask_storeu_ps(o + j0, sdi_mask16(0, len - j0), v);
 		}
 		return;
 	}
@@ -327,10 +317,10 @@ SDI_AVX512 static void run_avx512(float *o, const float *row, int64_t ix0, int64
 						      4, 2, 0);
 		for (int64_t j0 = 0; j0 < len; j0 += 16) {
 			int64_t b = ix0 + 2 * j0, n = 2 * (len - j0) - 1; /* inputs used: [b, b+n) */
-			__m512 lo = _mm512_maskz_loadu_ps(mask16(-b, w - b) & mask16(0, n), row + b);
-			__m512 hi = _mm512_maskz_loadu_ps(mask16(-b - 16, w - b - 16) & mask16(0, n - 16),
+			__m512 lo = _mm512_maskz_loadu_ps(sdi_mask16(-b, w - b) & sdi_mask16(0, n), row + b);
+			__m512 hi = _mm512_maskz_loadu_ps(sdi_mask16(-b - 16, w - b - 16) & sdi_mask16(0, n - 16),
 							  row + b + 16);
-			_mm512_mask_storeu_ps(o + j0, mask16(0, len - j0),
+			_mm512_mask_storeu_ps(o + j0, sdi_mask16(0, len - j0),
 					      _mm512_permutex2var_ps(lo, even, hi));
 		}
 		return;

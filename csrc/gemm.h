@@ -6,6 +6,16 @@
 
 #include <immintrin.h>
 
+/* sdi_mask16 returns the lanes l < 16 with lo <= l < hi. */
+static inline __mmask16 sdi_mask16(int64_t lo, int64_t hi)
+{
+	lo = lo < 0 ? 0 : lo;
+	hi = hi > 16 ? 16 : hi;
+	if (hi <= lo)
+		return 0;
+	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
 /*
  * sdi_transpose16 writes the 16x16 transpose of r to col (lane i of col[c]
  * is lane c of r[i]): unpack pairs of rows (ps), then pairs of pairs (pd),

@@ -84,20 +84,10 @@ static int fill_u(void *ctx, uint16_t *dst)
 	return 1;
 }
 
-/* lanes l < 16 with lo <= l < hi */
-static inline __mmask16 wmask(int64_t lo, int64_t hi)
-{
-	lo = lo < 0 ? 0 : lo;
-	hi = hi > 16 ? 16 : hi;
-	if (hi <= lo)
-		return 0;
-	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-
 /* 16 floats of row r from column b on, zero outside [0, w). */
 SDI_BF16 static inline __m512 wload(const float *r, int64_t b, int64_t w)
 {
-	return _mm512_maskz_loadu_ps(wmask(-b, w - b), r + b);
+	return _mm512_maskz_loadu_ps(sdi_mask16(-b, w - b), r + b);
 }
 
 /*
@@ -122,7 +112,7 @@ SDI_BF16 static void wino_input(const float *x, int64_t c, int64_t h, int64_t w,
 	const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
 	for (int64_t cp = 0; cp < c2; cp++) {
 		for (int hh = 0; hh < 2; hh++) {
-			__mmask16 live = wmask(0, run[hh].n);
+			__mmask16 live = sdi_mask16(0, run[hh].n);
 			int64_t ty = run[hh].ty;
 			__m512 V[2][16];
 			for (int ci = 0; ci < 2; ci++) {
@@ -215,8 +205,8 @@ SDI_BF16 static void wino_block(const uint16_t *u, const uint16_t *vb, const flo
 					__m512 y0 = _mm512_add_ps(_mm512_loadu_ps(a0), bv);
 					__m512 y1 = _mm512_add_ps(_mm512_loadu_ps(a1), bv);
 					float *dst = y + (oc * h + 2 * ty + i) * w + base;
-					_mm512_mask_storeu_ps(dst, wmask(0, ncols), _mm512_permutex2var_ps(y0, il_lo, y1));
-					_mm512_mask_storeu_ps(dst + 16, wmask(0, ncols - 16),
+					_mm512_mask_storeu_ps(dst, sdi_mask16(0, ncols), _mm512_permutex2var_ps(y0, il_lo, y1));
+					_mm512_mask_storeu_ps(dst + 16, sdi_mask16(0, ncols - 16),
 							      _mm512_permutex2var_ps(y0, il_hi, y1));
 				}
 			}
