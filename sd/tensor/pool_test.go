@@ -103,21 +103,32 @@ func TestProfileCountsCallsAndFlops(t *testing.T) {
 }
 
 // TestCPUWorkTime: the kernels' work counter grows by the threads' working
-// time: more than half the wall time of a run of large products (the
-// calling thread works throughout), at most threads x wall.
+// time: on one thread by about each call's duration (the call is the
+// region's body; checked loosely, at half, as the tests may share the
+// cores), on all threads by at most threads x wall.
 func TestCPUWorkTime(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	be := NewCPU()
+	defer be.SetThreads(0)
 	x, w, y := randF32(rng, -1, 1, 384, 512), randF32(rng, -1, 1, 512, 512), New(384, 512)
-	w0, t0 := CPUWorkTime(), time.Now()
-	for i := 0; i < 20; i++ {
-		if err := be.Linear(y, x, w, nil); err != nil {
-			t.Fatal(err)
+	for _, threads := range []int{1, 0} {
+		be.SetThreads(threads)
+		var calls time.Duration
+		w0, t0 := CPUWorkTime(), time.Now()
+		for i := 0; i < 20; i++ {
+			c0 := time.Now()
+			if err := be.Linear(y, x, w, nil); err != nil {
+				t.Fatal(err)
+			}
+			calls += time.Since(c0)
 		}
-	}
-	wall, work := time.Since(t0), CPUWorkTime()-w0
-	t.Logf("wall %v, work %v on %d threads", wall, work, be.Threads())
-	if work < wall/2 || work > time.Duration(be.Threads())*wall+time.Millisecond {
-		t.Fatalf("work %v for wall %v on %d threads", work, wall, be.Threads())
+		wall, work := time.Since(t0), CPUWorkTime()-w0
+		t.Logf("%d threads: wall %v (in calls %v), work %v", be.Threads(), wall, calls, work)
+		if work <= 0 || work > time.Duration(be.Threads())*wall+time.Millisecond {
+			t.Fatalf("%d threads: work %v for wall %v", be.Threads(), work, wall)
+		}
+		if threads == 1 && work < calls/2 {
+			t.Fatalf("one thread: work %v for %v inside the calls", work, calls)
+		}
 	}
 }
