@@ -10,7 +10,7 @@ OUT ?= out
 BIN := bin/gosd
 TESTTIMEOUT ?= 40m
 
-.PHONY: all deps build demo test test-go test-portable test-c vet clean
+.PHONY: all deps build demo test test-go test-portable test-c vet clean bench
 
 include cuda.mk
 
@@ -38,6 +38,20 @@ demo: build
 	  --prompt "a watercolor painting of a fox in a snowy forest" --negative "low quality" \
 	  --width 128 --height 128 --steps 8 --sampler euler_a --seed 42 --output $(OUT)/demo.png
 	@echo "demo images: $(OUT)/kodim01-roundtrip.png $(OUT)/demo.png"
+
+# bench is the CPU harness (issue 3): a full-size random SD 1.5 f16 checkpoint
+# (made once, 2.1 GB), then kernels (f32 and bf16, GFLOP/s and share of the
+# measured peak, PNG chart), seconds per step at 256, 512 and 768, text
+# encoder and VAE times, peak memory, the bf16-vs-f32 PSNR and the kernel
+# profile of a step; the JSON report goes to $(OUT)/bench.json. About 7 min.
+BENCH_MODEL ?= $(OUT)/sd15-full-f16.safetensors
+bench: build
+	@mkdir -p $(OUT)
+	test -f $(BENCH_MODEL) || $(BIN) testmodel --family sd15 --size full --dtype f16 --layout single \
+	  --seed 1 --output $(BENCH_MODEL)
+	$(BIN) bench --model $(BENCH_MODEL) --tokenizer $(SHARED)/models/sd15/tokenizer --precision bf16 \
+	  --steps 3 --accuracy --profile --chart $(OUT)/kernels.png --json-out $(OUT)/bench.json
+	@echo "report: $(OUT)/bench.json, chart: $(OUT)/kernels.png"
 
 vet: deps
 	$(GO) vet ./...

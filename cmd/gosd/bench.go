@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -42,6 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	size := fs.Int("size", 0, "one square size to run (default: 256, 512 and 768)")
 	steps := fs.Int("steps", 2, "sampling steps per size (s/step is their mean)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	jsonOut := fs.String("json-out", "", "also write the JSON object to this file")
 	chart := fs.String("chart", "", "write a PNG chart of kernel GFLOP/s per shape to this path")
 	kernels := fs.Bool("kernels", true, "measure the kernels on SD 1.5 shapes")
 	threads := fs.Int("threads", 0, "CPU threads (0: all cores)")
@@ -170,6 +172,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err := setPrec(*precision); err != nil {
 				return err
 			}
+		}
+	}
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(rep, "", " ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
 		}
 	}
 	if *asJSON {
