@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -69,7 +70,11 @@ func (c *CPUInfo) MeasureClock(seconds float64) error {
 	c.PeakNote = strings.Replace(c.PeakNote, fmt.Sprintf("%.0f MHz (cpu MHz in /proc/cpuinfo)", c.MHz),
 		fmt.Sprintf("%.0f MHz (measured: dependent-add chain, one add per cycle; nominal %.0f MHz", c.MeasuredMHz, c.MHz), 1)
 	if gflops > 0 && c.F32FlopPerCycle > 0 {
-		c.PeakNote += fmt.Sprintf("; one thread's FMA rate %.0f GFLOP/s = %.0f MHz x %.0f flop/cycle)", gflops, gflops/c.F32FlopPerCycle*1e3, c.F32FlopPerCycle)
+		fmaMHz := gflops / c.F32FlopPerCycle * 1e3
+		c.PeakNote += fmt.Sprintf("; one thread's FMA rate %.0f GFLOP/s = %.0f MHz x %.0f flop/cycle)", gflops, fmaMHz, c.F32FlopPerCycle)
+		if math.Abs(fmaMHz-c.MeasuredMHz) > 0.15*c.MeasuredMHz {
+			c.PeakNote += "; the two clock readings disagree: the cores were busy with other work, so these figures are unreliable"
+		}
 	} else {
 		c.PeakNote += ")"
 	}

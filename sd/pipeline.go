@@ -327,25 +327,26 @@ func tokenizerDir(ck *ckpt.Checkpoint) string {
 
 // findTokenizer picks the tokenizer folder (see Options.Tokenizer).
 func findTokenizer(explicit, modelPath string, ck *ckpt.Checkpoint) (string, error) {
+	if explicit != "" {
+		return explicit, nil // an explicit choice is final; LoadTokenizer reports what is missing
+	}
 	var tried []string
-	for _, dir := range []string{explicit, os.Getenv("GOSD_TOKENIZER"), tokenizerDir(ck),
-		filepath.Join(filepath.Dir(modelPath), "tokenizer")} {
-		if dir == "" {
+	for _, c := range []struct{ dir, what string }{
+		{os.Getenv("GOSD_TOKENIZER"), "$GOSD_TOKENIZER"},
+		{tokenizerDir(ck), "the diffusers folder's tokenizer"},
+		{filepath.Join(filepath.Dir(modelPath), "tokenizer"), "the tokenizer folder beside the model"},
+	} {
+		switch {
+		case c.dir == "" && c.what == "$GOSD_TOKENIZER":
+			tried = append(tried, "$GOSD_TOKENIZER (unset)")
+			continue
+		case c.dir == "":
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(dir, "merges.txt")); err == nil {
-			return dir, nil
+		if _, err := os.Stat(filepath.Join(c.dir, "merges.txt")); err == nil {
+			return c.dir, nil
 		}
-		tried = append(tried, dir)
-		if dir == explicit {
-			break // an explicit choice is final; LoadTokenizer reports what is missing
-		}
-	}
-	if explicit != "" {
-		return explicit, nil
-	}
-	if os.Getenv("GOSD_TOKENIZER") == "" {
-		tried = append(tried, "$GOSD_TOKENIZER (unset)")
+		tried = append(tried, c.what+" "+c.dir)
 	}
 	return "", fmt.Errorf("no CLIP tokenizer found (tried %s): single-file checkpoints do not contain it; "+
 		"give a folder with the model's vocab.json and merges.txt (gosd: --tokenizer DIR; SDK: Options.Tokenizer)",

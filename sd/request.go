@@ -29,7 +29,8 @@ const (
 )
 
 // Request describes one text-to-image generation. Zero values take the
-// defaults of DefaultRequest.
+// defaults of DefaultRequest, except Seed: 0 is a seed like any other (use a
+// negative Seed, as DefaultRequest does, for one picked from the clock).
 type Request struct {
 	Prompt   string
 	Negative string

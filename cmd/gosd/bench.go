@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -175,17 +176,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(rep, "", " ")
-		if err != nil {
+		var b bytes.Buffer
+		e := json.NewEncoder(&b)
+		e.SetIndent("", " ")
+		e.SetEscapeHTML(false) // shapes read "320->320@64x64"
+		if err := e.Encode(rep); err != nil {
 			return err
 		}
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(*jsonOut, b.Bytes(), 0o644); err != nil {
 			return err
 		}
 	}
 	if *asJSON {
 		e := json.NewEncoder(stdout)
 		e.SetIndent("", " ")
+		e.SetEscapeHTML(false)
 		return e.Encode(rep)
 	}
 	printBench(stdout, rep, *profile)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -40,7 +41,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	ema := fs.Bool("ema", false, "use the EMA copy of the UNet weights when the file has one")
 	backend := fs.String("backend", "cpu", "compute backend: cpu, cuda (cuda builds) or ref (slow pure-Go reference)")
 	gpu := fs.Int("device", 0, "GPU index for --backend cuda (see gosd devices)")
-	precision := fs.String("precision", "", "CPU matrix-product precision: f32 (reference) or bf16 (AVX512-BF16, about 2x faster); default f32 or $GOSD_PRECISION")
+	precision := fs.String("precision", "", "CPU precision: f32 (reference) or bf16 (AVX512-BF16 products and Winograd convolutions, about 2.2x faster); default $GOSD_PRECISION, else f32")
 	vaePath := fs.String("vae", "", "use this VAE file instead of the checkpoint's (original or diffusers names)")
 	vaeF32 := fs.Bool("vae-f32", false, "decode in f32 even with --precision bf16")
 	prediction := fs.String("prediction", "", "override the model's prediction type: eps or v (default: detected)")
@@ -87,6 +88,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if !strings.EqualFold(filepath.Ext(*output), ".png") {
 		return usagef("--output %q: only .png output is supported", *output)
 	}
+	if p := *precision; p != "" && p != "f32" && p != "bf16" {
+		return usagef("--precision %q: want f32 or bf16", p)
+	}
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
@@ -99,6 +103,10 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if *backend == "cuda" {
+		if !slices.Contains(sd.Backends(), "cuda") {
+			_, err := sd.NewBackend("cuda", 0) // says how to build it
+			return err
+		}
 		if err := checkGPU(*gpu, max(req.Width, 512), max(req.Height, 512)); err != nil {
 			return err
 		}

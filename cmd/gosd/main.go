@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/gosd/gosd/sd"
 	"io"
 	"log/slog"
 	"os"
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 				return 0
 			case errors.Is(err, flag.ErrHelp):
 				return 0
-			case errors.As(err, new(usageError)):
+			case errors.As(err, new(usageError)) || errors.Is(err, sd.ErrBadRequest):
 				fmt.Fprintf(stderr, "gosd %s: %v\n", c.name, err)
 				return 2
 			case errors.Is(err, context.Canceled):

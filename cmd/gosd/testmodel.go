@@ -20,7 +20,7 @@ func runTestModel(_ context.Context, args []string, stdout, stderr io.Writer) er
 	layout := fs.String("layout", "single", "single (.safetensors), ckpt (PyTorch zip) or diffusers (folder)")
 	seed := fs.Uint64("seed", testmodel.DefaultSeed, "random seed")
 	output := fs.String("output", "", "output file or folder")
-	configDir := fs.String("config-dir", "", "folder with the real SD 1.5 diffusers configs and tokenizer (diffusers layout; default ../shared/models/sd15)")
+	configDir := fs.String("config-dir", "", "folder with the real diffusers configs and tokenizer of the family (diffusers layout; default: ../shared/models/<family> beside the gosd checkout holding the working directory)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

@@ -101,13 +101,15 @@ func defaultDir(sub string) (string, error) {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
 			p := filepath.Join(dir, "..", "shared", "models", sub)
 			if _, err := os.Stat(filepath.Join(p, "model_index.json")); err != nil {
-				return "", fmt.Errorf("testmodel: no %s configs at %s (set ConfigDir): %w", sub, p, err)
+				return "", fmt.Errorf("no %s configs at %s (gosd testmodel: --config-dir DIR; SDK: ConfigDir): %w", sub, p, err)
 			}
 			return p, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("testmodel: no go.mod above the working directory to find ../shared/models/%s (set ConfigDir)", sub)
+			return "", fmt.Errorf("the diffusers layout needs the real %s configs: give their folder "+
+				"(gosd testmodel: --config-dir DIR, e.g. shared/models/%s; SDK: ConfigDir); without it they are "+
+				"looked for in ../shared/models/%s beside the checkout that holds the working directory", sub, sub, sub)
 		}
 		dir = parent
 	}
