@@ -504,6 +504,74 @@ static void pack_a16(const sdi_gemm *g, sdi_ctx *x, uint16_t *dst, int64_t i0, i
 }
 
 /*
+ * ukr_bf16_tile runs the bf16 micro-kernel on one MR x NR tile of C at cp
+ * (mr x nr valid), seeding it with the bias on the first depth block.
+ */
+static void ukr_bf16_tile(const sdi_gemm *g, sdi_ctx *x, int64_t k2, const uint16_t *ap,
+			  const uint16_t *bp, float *cp, int64_t i, int64_t j, int64_t mr, int64_t nr,
+			  int first, int has_bias)
+{
+	if (mr == SDI_MR && nr == SDI_NR) {
+		if (first && has_bias)
+			fill_bias(g, cp, g->ldc, i, j, mr, nr);
+		sdi_ukr_bf16(k2, ap, bp, cp, g->ldc, !first || has_bias);
+		return;
+	}
+	sdi_ukr_bf16(k2, ap, bp, x->tmp, SDI_NR, 0);
+	if (first && has_bias)
+		fill_bias(g, cp, g->ldc, i, j, mr, nr);
+	for (int64_t a = 0; a < mr; a++)
+		for (int64_t b = 0; b < nr; b++) {
+			float v = x->tmp[a * SDI_NR + b];
+			if (!first || has_bias)
+				v += cp[a * g->ldc + b];
+			cp[a * g->ldc + b] = v;
+		}
+}
+
+/*
+ * gemm_tile_cached_b is gemm_tile_bf16 for one image when B is a weight
+ * whose panels all come from the cache (linear layers): with nothing to
+ * pack for B, the depth blocks run innermost, so a row block of C stays in
+ * cache across them instead of going out and back once per depth block
+ * (4096x1280x320: C is 5 MB, read and written 4 times before). Used when
+ * the thread's whole B fits in L2 beside it (up to 768 KiB of panels);
+ * larger weights keep the usual order, which streams one depth block of B
+ * per row block.
+ */
+static void gemm_tile_cached_b(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int64_t n0,
+			       int64_t n1)
+{
+	int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX;
+	int64_t kcb = (g->k + npc - 1) / npc, kcbp = (kcb + 1) & ~(int64_t)1;
+	int has_bias = g->bias_m || g->bias_n;
+	int64_t npan = (g->n + SDI_NR - 1) / SDI_NR;
+	int64_t ncb = nc_block(g);
+	for (int64_t jc = n0; jc < n1; jc += ncb) {
+		int64_t nc = n1 - jc < ncb ? n1 - jc : ncb;
+		for (int64_t ic = m0; ic < m1; ic += SDI_MC) {
+			int64_t mc = m1 - ic < SDI_MC ? m1 - ic : SDI_MC;
+			int64_t bi = 0;
+			for (int64_t pc = 0; pc < g->k; pc += kcb, bi++) {
+				int64_t kc = g->k - pc < kcb ? g->k - pc : kcb, kcp = (kc + 1) & ~(int64_t)1;
+				pack_a16(g, x, x->a16, ic, mc, pc, kc);
+				const uint16_t *bblk = x->wb + (bi * npan + jc / SDI_NR) * kcbp * SDI_NR;
+				for (int64_t jr = 0; jr < nc; jr += SDI_NR) {
+					int64_t nr = nc - jr < SDI_NR ? nc - jr : SDI_NR;
+					const uint16_t *bp = bblk + (jr / SDI_NR) * kcbp * SDI_NR;
+					for (int64_t ir = 0; ir < mc; ir += SDI_MR) {
+						int64_t mr = mc - ir < SDI_MR ? mc - ir : SDI_MR;
+						int64_t i = ic + ir, j = jc + jr;
+						ukr_bf16_tile(g, x, kcp / 2, x->a16 + (ir / SDI_MR) * kcp * SDI_MR, bp,
+							      g->c + i * g->ldc + j, i, j, mr, nr, pc == 0, has_bias);
+					}
+				}
+			}
+		}
+	}
+}
+
+/*
  * gemm_tile_bf16 is gemm_tile for bf16 runs: A and B panels are packed in f32
  * as above, then converted to bf16 pairs (or taken whole from the weight
  * cache), and the VDPBF16PS micro-kernel runs over pairs of k.
@@ -676,6 +744,8 @@ int sdi_gemm_run(const sdi_gemm *g)
 				if (!x.a16) {
 #pragma omp atomic write
 					failed = 1;
+				} else if (wb && g->batch <= 1 && g->k * (n1 - n0) * 2 <= (768 << 10)) {
+					gemm_tile_cached_b(g, &x, m0, m1, n0, n1);
 				} else {
 					gemm_tile_bf16(g, &x, m0, m1, n0, n1);
 				}
