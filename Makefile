@@ -43,7 +43,7 @@ demo: build
 # (made once, 2.1 GB), then kernels (f32 and bf16, GFLOP/s and share of the
 # measured peak, PNG chart), seconds per step at 256, 512 and 768, text
 # encoder and VAE times, peak memory, the bf16-vs-f32 PSNR and the kernel
-# profile of a step; the JSON report goes to $(OUT)/bench.json. About 7 min.
+# profile of a step; the JSON report goes to $(OUT)/bench.json. About 4 min.
 BENCH_MODEL ?= $(OUT)/sd15-full-f16.safetensors
 bench: build
 	@mkdir -p $(OUT)
