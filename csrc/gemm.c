@@ -423,6 +423,25 @@ static void fill_bias(const sdi_gemm *g, float *c, int64_t ldc, int64_t i0, int6
 					 (g->bias_n ? g->bias_n[j0 + j] : 0.0f);
 }
 
+/*
+ * merge_edge writes the mr x nr corner of the micro-kernel's tile x->tmp
+ * into C at cp: seeded with the bias on the first depth block, added to C
+ * on the others.
+ */
+static void merge_edge(const sdi_gemm *g, sdi_ctx *x, float *cp, int64_t i, int64_t j, int64_t mr,
+		       int64_t nr, int first, int has_bias)
+{
+	if (first && has_bias)
+		fill_bias(g, cp, g->ldc, i, j, mr, nr);
+	for (int64_t a = 0; a < mr; a++)
+		for (int64_t b = 0; b < nr; b++) {
+			float v = x->tmp[a * SDI_NR + b];
+			if (!first || has_bias)
+				v += cp[a * g->ldc + b];
+			cp[a * g->ldc + b] = v;
+		}
+}
+
 static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
 	int64_t npc = (g->k + SDI_KC_MAX - 1) / SDI_KC_MAX;
@@ -463,15 +482,7 @@ static void gemm_tile(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1, int
 								continue;
 							}
 							x->ukr(kc, ap, bp, x->tmp, SDI_NR, 0);
-							if (first && has_bias)
-								fill_bias(g, cp, g->ldc, i, j, mr, nr);
-							for (int64_t a = 0; a < mr; a++)
-								for (int64_t b = 0; b < nr; b++) {
-									float v = x->tmp[a * SDI_NR + b];
-									if (!first || has_bias)
-										v += cp[a * g->ldc + b];
-									cp[a * g->ldc + b] = v;
-								}
+							merge_edge(g, x, cp, i, j, mr, nr, first, has_bias);
 						}
 					}
 				}
@@ -518,15 +529,7 @@ static void ukr_bf16_tile(const sdi_gemm *g, sdi_ctx *x, int64_t k2, const uint1
 		return;
 	}
 	sdi_ukr_bf16(k2, ap, bp, x->tmp, SDI_NR, 0);
-	if (first && has_bias)
-		fill_bias(g, cp, g->ldc, i, j, mr, nr);
-	for (int64_t a = 0; a < mr; a++)
-		for (int64_t b = 0; b < nr; b++) {
-			float v = x->tmp[a * SDI_NR + b];
-			if (!first || has_bias)
-				v += cp[a * g->ldc + b];
-			cp[a * g->ldc + b] = v;
-		}
+	merge_edge(g, x, cp, i, j, mr, nr, first, has_bias);
 }
 
 /*
@@ -631,22 +634,7 @@ static void gemm_tile_bf16(const sdi_gemm *g, sdi_ctx *x, int64_t m0, int64_t m1
 							const uint16_t *ap = ablk + (ir / SDI_MR) * astride;
 							int64_t i = ic + ir, j = jc + jr;
 							float *cp = c + i * g->ldc + j;
-							if (mr == SDI_MR && nr == SDI_NR) {
-								if (first && has_bias)
-									fill_bias(g, cp, g->ldc, i, j, mr, nr);
-								sdi_ukr_bf16(kcp / 2, ap, bp, cp, g->ldc, !first || has_bias);
-								continue;
-							}
-							sdi_ukr_bf16(kcp / 2, ap, bp, x->tmp, SDI_NR, 0);
-							if (first && has_bias)
-								fill_bias(g, cp, g->ldc, i, j, mr, nr);
-							for (int64_t a = 0; a < mr; a++)
-								for (int64_t b = 0; b < nr; b++) {
-									float v = x->tmp[a * SDI_NR + b];
-									if (!first || has_bias)
-										v += cp[a * g->ldc + b];
-									cp[a * g->ldc + b] = v;
-								}
+							ukr_bf16_tile(g, x, kcp / 2, ap, bp, cp, i, j, mr, nr, first, has_bias);
 						}
 					}
 				}
