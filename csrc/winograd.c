@@ -99,6 +99,14 @@ SDI_BF16 static inline __m512 wload(const float *r, int64_t b, int64_t w)
 typedef struct {
 	int64_t ty, tx0;
 	int n; /* tiles in the run, 0 to 16 */
+	/*
+	 * gather: the run is tiles t0 .. t0+n-1 in row-major tile order, which
+	 * may span tile rows (rows of fewer than 16 tiles); its inputs are
+	 * gathered and its outputs scattered lane by lane, with the tile row
+	 * and column of each lane in ty16 and tx16.
+	 */
+	int gather;
+	int32_t ty16[16], tx16[16];
 } wino_run;
 
 /*
@@ -128,7 +136,22 @@ SDI_BF16 static void wino_input(const float *x, int64_t c, int64_t h, int64_t w,
 				for (int k = 0; k < 4; k++) {
 					int64_t row = 2 * ty - 1 + k;
 					__m512 d0, d1, d2, d3;
-					if (row < 0 || row >= h) {
+					if (run[hh].gather) {
+						__m512 dv[4];
+						__m512i ty16 = _mm512_loadu_si512(run[hh].ty16);
+						__m512i tx16 = _mm512_loadu_si512(run[hh].tx16);
+						__m512i rv = _mm512_add_epi32(_mm512_add_epi32(ty16, ty16), _mm512_set1_epi32(k - 1));
+						__mmask16 rm = live & _mm512_cmpge_epi32_mask(rv, _mm512_setzero_si512()) &
+							       _mm512_cmplt_epi32_mask(rv, _mm512_set1_epi32((int)h));
+						for (int sc = 0; sc < 4; sc++) {
+							__m512i cv = _mm512_add_epi32(_mm512_add_epi32(tx16, tx16), _mm512_set1_epi32(sc - 1));
+							__mmask16 m = rm & _mm512_cmpge_epi32_mask(cv, _mm512_setzero_si512()) &
+								      _mm512_cmplt_epi32_mask(cv, _mm512_set1_epi32((int)w));
+							__m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(rv, _mm512_set1_epi32((int)w)), cv);
+							dv[sc] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, plane, 4);
+						}
+						d0 = dv[0], d1 = dv[1], d2 = dv[2], d3 = dv[3];
+					} else if (row < 0 || row >= h) {
 						d0 = d1 = d2 = d3 = _mm512_setzero_ps();
 					} else {
 						const float *r = plane + row * w;
@@ -195,6 +218,21 @@ SDI_BF16 static void wino_block(const uint16_t *u, const uint16_t *vb, const flo
 			for (int hh = 0; hh < 2; hh++) {
 				if (run[hh].n == 0)
 					continue;
+				if (run[hh].gather) {
+					__mmask16 live = sdi_mask16(0, run[hh].n);
+					__m512i ty16 = _mm512_loadu_si512(run[hh].ty16);
+					__m512i tx16 = _mm512_loadu_si512(run[hh].tx16);
+					for (int ij = 0; ij < 4; ij++) {
+						__m512i rv = _mm512_add_epi32(_mm512_add_epi32(ty16, ty16), _mm512_set1_epi32(ij / 2));
+						__m512i cv = _mm512_add_epi32(_mm512_add_epi32(tx16, tx16), _mm512_set1_epi32(ij % 2));
+						__mmask16 m = live & _mm512_cmplt_epi32_mask(rv, _mm512_set1_epi32((int)h)) &
+							      _mm512_cmplt_epi32_mask(cv, _mm512_set1_epi32((int)w));
+						__m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(rv, _mm512_set1_epi32((int)w)), cv);
+						__m512 v = _mm512_add_ps(_mm512_loadu_ps(acc + ij * SDI_MR * SDI_NR + r * SDI_NR + 16 * hh), bv);
+						_mm512_mask_i32scatter_ps(y + oc * h * w, m, idx, v, 4);
+					}
+					continue;
+				}
 				int64_t ty = run[hh].ty, base = 2 * run[hh].tx0; /* first output column */
 				int64_t ncols = 2 * (int64_t)run[hh].n;
 				if (ncols > w - base)
@@ -220,19 +258,21 @@ int sdi_conv3x3_wino(float *y, const float *x, const void *w, int wdt, const flo
 	const char *env = getenv("GOSD_WINOGRAD");
 	int64_t th = (h + 1) / 2, tw = (wd + 1) / 2;
 	/*
-	 * Rows of fewer than 16 tiles would leave the 16-lane runs part empty,
-	 * and there (the UNet's 16x16 and 8x8 levels at 512x512) the weights
-	 * are the largest: U would add 7/9 of them to memory. Those keep the
-	 * implicit GEMM.
+	 * Rows of fewer than 16 tiles take gathered runs, and there (the
+	 * UNet's 16x16 and 8x8 levels at 512x512) the weights are the largest:
+	 * U would add 7/9 of them to memory (SD 1.5: ~0.6 GB). They keep the
+	 * implicit GEMM unless GOSD_WINOGRAD=all.
 	 */
-	if (!sdi_bf16() || (env && strcmp(env, "0") == 0) || tw < 16 || c < 2 || batch < 1)
+	int all = env && strcmp(env, "all") == 0;
+	if (!sdi_bf16() || (env && strcmp(env, "0") == 0) || (tw < 16 && !all) || c < 2 || batch < 1)
 		return -1;
+	int gather = tw < 16; /* runs span tile rows: gathered lane by lane */
 	wino_w W = {w, wdt, o, c, (c + 1) / 2, (o + SDI_MR - 1) / SDI_MR};
 	size_t bytes = sizeof(uint16_t) * (size_t)(16 * W.npan * W.c2 * SDI_MR * 2);
 	const uint16_t *u = sdi_wcache_fill(w, wdt, WINO_KIND, o, c, o * c * 9, bytes, fill_u, &W);
 	if (!u)
 		return -1;
-	int64_t segs = (tw + 15) / 16, runs = th * segs; /* 16-tile runs per image */
+	int64_t segs = (tw + 15) / 16, runs = gather ? (th * tw + 15) / 16 : th * segs; /* per image */
 	int64_t per = (runs + 1) / 2, jobs = batch * per;
 	int nt = sdi_threads();
 	if (nt > jobs)
@@ -255,6 +295,17 @@ int sdi_conv3x3_wino(float *y, const float *x, const void *w, int wdt, const flo
 			wino_run run[2];
 			for (int hh = 0; hh < 2; hh++) {
 				int64_t r = 2 * (j % per) + hh;
+				run[hh].gather = gather;
+				if (gather) {
+					int64_t t0 = 16 * r, left = th * tw - t0;
+					run[hh].n = r >= runs ? 0 : (int)(left < 16 ? left : 16);
+					run[hh].ty = run[hh].tx0 = 0;
+					for (int l = 0; l < 16; l++) {
+						int64_t t = t0 + (l < run[hh].n ? l : 0);
+						run[hh].ty16[l] = (int32_t)(t / tw), run[hh].tx16[l] = (int32_t)(t % tw);
+					}
+					continue;
+				}
 				run[hh].ty = r / segs, run[hh].tx0 = r % segs * 16;
 				run[hh].n = r >= runs ? 0 : (int)(tw - run[hh].tx0 < 16 ? tw - run[hh].tx0 : 16);
 			}

@@ -449,17 +449,36 @@ func winogradBound(x, w *Tensor) []float64 {
 // within the bf16 rounding bound of the Winograd products, including odd
 // sizes, an odd channel count, part-filled runs and blocks, and batches.
 func TestCPUBF16ConvWinograd(t *testing.T) {
+	testWinograd(t, []convCase{
+		{1, 16, 6, 64, 20},  // 32 tiles a row: two runs of 16
+		{2, 17, 9, 67, 13},  // odd sizes and channels; last run of 2 tiles
+		{1, 40, 5, 96, 25},  // 48 tiles a row: blocks across rows, half-empty last block
+		{1, 130, 3, 70, 12}, // deep
+		{2, 24, 7, 32, 16},  // 16 tiles a row: a block is two rows
+		{1, 8, 8, 45, 30},   // 23 tiles a row: runs of 16 and 7
+	})
+}
+
+// TestCPUBF16ConvWinogradGathered: with GOSD_WINOGRAD=all, rows of fewer
+// than 16 tiles run Winograd too, on runs gathered across tile rows.
+func TestCPUBF16ConvWinogradGathered(t *testing.T) {
+	t.Setenv("GOSD_WINOGRAD", "all")
+	testWinograd(t, []convCase{
+		{1, 32, 16, 16, 40}, // 8 tiles a row: a run is two rows
+		{2, 20, 7, 9, 14},   // 4x5 tiles, odd sizes, a part-filled run
+		{1, 64, 8, 8, 24},   // 4 tiles a row
+		{1, 12, 30, 29, 10}, // 15 tiles a row: runs across row ends
+		{1, 9, 1, 3, 5},     // one tile, odd channels
+	})
+}
+
+type convCase struct{ b, c, h, w, o int }
+
+func testWinograd(t *testing.T, cases []convCase) {
 	rng := rand.New(rand.NewSource(17))
 	ref := NewRef()
 	withBF16(t, func(be *CPU) {
-		for ci, c := range []struct{ b, c, h, w, o int }{
-			{1, 16, 6, 64, 20},  // 32 tiles a row: two runs of 16
-			{2, 17, 9, 67, 13},  // odd sizes and channels; last run of 2 tiles
-			{1, 40, 5, 96, 25},  // 48 tiles a row: blocks across rows, half-empty last block
-			{1, 130, 3, 70, 12}, // deep
-			{2, 24, 7, 32, 16},  // 16 tiles a row: a block is two rows
-			{1, 8, 8, 45, 30},   // 23 tiles a row: runs of 16 and 7
-		} {
+		for ci, c := range cases {
 			x := randF32(rng, -1, 1, c.b, c.c, c.h, c.w)
 			w := asDType(randF32(rng, -1, 1, c.o, c.c, 3, 3), F16)
 			bias := asDType(randF32(rng, -1, 1, c.o), F16)
