@@ -50,38 +50,67 @@ static uint16_t bf16_rne(float f)
  * [ξ][o/MR][c2][MR][2] with c2 = C rounded up to pairs; rows past O and
  * the channel past an odd C stay zero (the mapping is zero-filled).
  */
+/* wino_u computes U = G g Gᵀ (4x4, row-major) of one 3x3 kernel g. */
+static inline void wino_u(const float *g, float *u)
+{
+	float gg[4][3];
+	for (int j = 0; j < 3; j++) { /* G g: G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
+		gg[0][j] = g[j];
+		gg[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+		gg[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+		gg[3][j] = g[6 + j];
+	}
+	for (int r = 0; r < 4; r++) {
+		u[r * 4 + 0] = gg[r][0];
+		u[r * 4 + 1] = 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]);
+		u[r * 4 + 2] = 0.5f * (gg[r][0] - gg[r][1] + gg[r][2]);
+		u[r * 4 + 3] = gg[r][2];
+	}
+}
+
 static int fill_u(void *ctx, uint16_t *dst)
 {
 	const wino_w *W = ctx;
+	sdi_cvt_fn cvt = sdi_get_cvt();
+	uint32_t *d32 = (uint32_t *)dst; /* one word = the bf16 pair of channels (2q, 2q+1) */
 	int nt = sdi_threads();
+	int failed = 0;
 #pragma omp parallel num_threads(nt) if (W->o * W->c > 4096)
 	{
 		int64_t w0 = sdi_work_begin();
-#pragma omp for schedule(static) nowait
-		for (int64_t oc = 0; oc < W->o * W->c; oc++) {
-			int64_t o = oc / W->c, c = oc % W->c;
-			float g[3][3], gg[4][3];
-			for (int i = 0; i < 9; i++)
-				g[i / 3][i % 3] = sdi_load(W->w, W->dt, oc * 9 + i);
-			for (int j = 0; j < 3; j++) { /* G g: G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
-				gg[0][j] = g[0][j];
-				gg[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-				gg[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-				gg[3][j] = g[2][j];
+		int64_t rl = W->c * 9 + 9; /* floats per output channel, with a zero channel past an odd C */
+		float *rows = sdi_scratch(5, sizeof(float) * (size_t)(SDI_MR * rl));
+		if (!rows) {
+#pragma omp atomic write
+			failed = 1;
+		}
+		/*
+		 * A task is one panel of MR output channels, so that each thread
+		 * writes whole cache lines of its own panels (channel pairs q
+		 * outermost, the panel's rows innermost: consecutive words).
+		 */
+#pragma omp for schedule(dynamic, 1) nowait
+		for (int64_t ip = 0; ip < W->npan; ip++) {
+			if (!rows)
+				continue;
+			int mr = (int)(W->o - ip * SDI_MR < SDI_MR ? W->o - ip * SDI_MR : SDI_MR);
+			for (int i = 0; i < mr; i++) { /* the kernels in f32, one vector pass a row */
+				cvt(W->w, W->dt, (ip * SDI_MR + i) * W->c * 9, W->c * 9, rows + i * rl);
+				memset(rows + i * rl + W->c * 9, 0, 9 * sizeof(float));
 			}
-			int64_t ip = o / SDI_MR, i = o % SDI_MR, q = c / 2, half = c % 2;
-			for (int u = 0; u < 4; u++) {
-				float row[4] = {gg[u][0], 0.5f * (gg[u][0] + gg[u][1] + gg[u][2]),
-						0.5f * (gg[u][0] - gg[u][1] + gg[u][2]), gg[u][2]};
-				for (int v = 0; v < 4; v++) {
-					int64_t xi = u * 4 + v;
-					dst[(((xi * W->npan + ip) * W->c2 + q) * SDI_MR + i) * 2 + half] = bf16_rne(row[v]);
+			for (int64_t q = 0; q < W->c2; q++)
+				for (int i = 0; i < mr; i++) {
+					float u0[16], u1[16];
+					wino_u(rows + i * rl + 2 * q * 9, u0);
+					wino_u(rows + i * rl + (2 * q + 1) * 9, u1);
+					for (int xi = 0; xi < 16; xi++)
+						d32[((xi * W->npan + ip) * W->c2 + q) * SDI_MR + i] =
+							(uint32_t)bf16_rne(u0[xi]) | (uint32_t)bf16_rne(u1[xi]) << 16;
 				}
-			}
 		}
 		sdi_work_end(w0);
 	}
-	return 1;
+	return !failed;
 }
 
 /* 16 floats of row r from column b on, zero outside [0, w). */
