@@ -23,7 +23,7 @@ func TestGoldenSD15(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full-size checkpoint test skipped in -short mode")
 	}
-	golden := filepath.Join(testckpt.SharedDir(t), "golden", "sd15-dev-fox")
+	golden := testckpt.GoldenDir(t)
 	b, err := os.ReadFile(filepath.Join(golden, "meta.json"))
 	if err != nil {
 		t.Fatal(err)

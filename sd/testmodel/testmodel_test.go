@@ -76,11 +76,7 @@ func TestFullMatchesMkckpt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the 2.1 GB shared SD 1.5 checkpoint")
 	}
-	s, err := ckpt.OpenSafetensors(testckpt.SD15(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := testckpt.OpenSD15(t)
 	specs, _ := testmodel.Names(testmodel.Options{Size: "full", DType: tensor.F16})
 	if len(specs) != len(s.Names()) {
 		t.Errorf("%d tensors, mkckpt has %d", len(specs), len(s.Names()))

@@ -1,13 +1,11 @@
 package unet
 
 import (
-	"path/filepath"
 	"reflect"
 	"testing"
 
-	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
-	"github.com/gosd/gosd/sd/testmodel"
 )
 
 // TestDiffusersLayout loads the tiny test model from a diffusers folder
@@ -15,27 +13,12 @@ import (
 // single-file form (config inferred from shapes): configs and outputs must
 // be identical.
 func TestDiffusersLayout(t *testing.T) {
-	if _, err := testmodel.DefaultConfigDir(); err != nil {
-		t.Skipf("no diffusers configs to write the folder with: %v", err)
-	}
-	dir := filepath.Join(t.TempDir(), "tiny")
-	if err := testmodel.Write(testmodel.Options{Layout: "diffusers", Output: dir, Seed: 7}); err != nil {
-		t.Fatal(err)
-	}
-	ck, err := ckpt.Open(dir, ckpt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
+	ck, single := testckpt.TinyLayouts(t)
 	cfg, err := ParseConfig(ck.Diffusers.Configs["unet"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	ud, err := Load(ck, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	single, err := testmodel.NewSource(testmodel.Options{Seed: 7})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,10 @@ package unet
 
 import (
 	"math"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
-	"github.com/gosd/gosd/sd/ckpt"
-	"github.com/gosd/gosd/sd/internal/npy"
 	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
 )
@@ -22,18 +19,6 @@ import (
 // anything a float32 comparison can separate.)
 const goldenTol = 2e-5
 
-func readNpy(t *testing.T, dir, name string, shape ...int) []float32 {
-	t.Helper()
-	data, got, err := npy.Read(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !tensor.SameShape(got, shape) {
-		t.Fatalf("%s: shape %v, want %v", name, got, shape)
-	}
-	return data
-}
-
 // TestGoldenSD15 runs the first CFG step of the golden SD 1.5 run (batch of
 // two: cond and uncond) on the full-size random checkpoint and compares the
 // noise predictions with PyTorch's.
@@ -42,14 +27,8 @@ func TestGoldenSD15(t *testing.T) {
 		t.Skip("full-size UNet in -short mode")
 	}
 	be := testckpt.GoldenBackend()
-	gold := filepath.Join(testckpt.SharedDir(t), "golden", "sd15-dev-fox")
-	path := testckpt.SD15(t)
-	src, err := ckpt.OpenSafetensors(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	u, err := Load(src, nil)
+	gold := testckpt.GoldenDir(t)
+	u, err := Load(testckpt.OpenSD15(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +36,8 @@ func TestGoldenSD15(t *testing.T) {
 		t.Fatalf("inferred config %+v, want SD 1.5", u.Config)
 	}
 	const h, w = 24, 32
-	sig := readNpy(t, gold, "sigmas.npy", 4)
-	lat := readNpy(t, gold, "latent_init.npy", 4, h, w)
+	sig := testckpt.ReadNpy(t, gold, "sigmas.npy", 4)
+	lat := testckpt.ReadNpy(t, gold, "latent_init.npy", 4, h, w)
 	x := tensor.New(2, 4, h, w)
 	s := float32(1 / math.Sqrt(float64(sig[0])*float64(sig[0])+1))
 	for i, v := range lat {
@@ -66,8 +45,8 @@ func TestGoldenSD15(t *testing.T) {
 		x.F32[len(lat)+i] = v * s
 	}
 	ctx := tensor.New(2, 77, 768)
-	copy(ctx.F32, readNpy(t, gold, "cond.npy", 77, 768))
-	copy(ctx.F32[77*768:], readNpy(t, gold, "uncond.npy", 77, 768))
+	copy(ctx.F32, testckpt.ReadNpy(t, gold, "cond.npy", 77, 768))
+	copy(ctx.F32[77*768:], testckpt.ReadNpy(t, gold, "uncond.npy", 77, 768))
 
 	start := time.Now()
 	y, err := u.Forward(be, x, []float32{999, 999}, ctx)
@@ -77,7 +56,7 @@ func TestGoldenSD15(t *testing.T) {
 	t.Logf("%s: UNet batch 2 at %dx%d latent: %v", be.Name(), h, w, time.Since(start).Round(time.Millisecond))
 	n := 4 * h * w
 	for b, name := range []string{"eps_cond_0.npy", "eps_uncond_0.npy"} {
-		want := readNpy(t, gold, name, 4, h, w)
+		want := testckpt.ReadNpy(t, gold, name, 4, h, w)
 		d, sc := maxDiff(y.F32[b*n:(b+1)*n], want)
 		t.Logf("%s: max abs err %.3g, max |want| %.3g, relative %.3g, rms relative %.3g",
 			name, d, sc, d/sc, rmsRel(y.F32[b*n:(b+1)*n], want))
@@ -101,12 +80,7 @@ func rmsRel(got, want []float32) float64 {
 // BenchmarkSD15Step times one CFG step (batch of two) of the full-size
 // UNet at 512x512 (64x64 latent) on the native CPU backend.
 func BenchmarkSD15Step(b *testing.B) {
-	src, err := ckpt.OpenSafetensors(testckpt.SD15(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer src.Close()
-	u, err := Load(src, nil)
+	u, err := Load(testckpt.OpenSD15(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,40 +1,23 @@
 package vae
 
 import (
-	"path/filepath"
 	"reflect"
 	"testing"
 
-	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
-	"github.com/gosd/gosd/sd/testmodel"
 )
 
 // TestKLDiffusersLayout loads the tiny test autoencoder from a diffusers
 // folder (config.json, diffusers names mapped by ckpt) and from its ldm
 // single-file form (config inferred): configs and decodes must be identical.
 func TestKLDiffusersLayout(t *testing.T) {
-	if _, err := testmodel.DefaultConfigDir(); err != nil {
-		t.Skipf("no diffusers configs to write the folder with: %v", err)
-	}
-	dir := filepath.Join(t.TempDir(), "tiny")
-	if err := testmodel.Write(testmodel.Options{Layout: "diffusers", Output: dir, Seed: 7}); err != nil {
-		t.Fatal(err)
-	}
-	ck, err := ckpt.Open(dir, ckpt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
+	ck, single := testckpt.TinyLayouts(t)
 	cfg, err := ParseKLConfig(ck.Diffusers.Configs["vae"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	md, err := LoadKL(ck, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	single, err := testmodel.NewSource(testmodel.Options{Seed: 7})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package vae
 
 import (
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
-	"github.com/gosd/gosd/sd/ckpt"
-	"github.com/gosd/gosd/sd/internal/npy"
 	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
 )
@@ -24,30 +21,16 @@ func TestKLGoldenSD15(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full-size VAE in -short mode")
 	}
-	gold := filepath.Join(testckpt.SharedDir(t), "golden", "sd15-dev-fox")
-	src, err := ckpt.OpenSafetensors(testckpt.SD15(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	m, err := LoadKL(src, nil)
+	gold := testckpt.GoldenDir(t)
+	m, err := LoadKL(testckpt.OpenSD15(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(m.Config, KLSD15Config()) || m.Encoder == nil {
 		t.Fatalf("inferred %+v (encoder %v), want SD 1.5", m.Config, m.Encoder != nil)
 	}
-	lat, shape, err := npy.Read(filepath.Join(gold, "latent_final.npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, wshape, err := npy.Read(filepath.Join(gold, "image_f32.npy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !tensor.SameShape(shape, []int{4, 24, 32}) || !tensor.SameShape(wshape, []int{3, 192, 256}) {
-		t.Fatalf("golden shapes %v, %v", shape, wshape)
-	}
+	lat := testckpt.ReadNpy(t, gold, "latent_final.npy", 4, 24, 32)
+	want := testckpt.ReadNpy(t, gold, "image_f32.npy", 3, 192, 256)
 	z := tensor.New(1, 4, 24, 32)
 	for i, v := range lat {
 		z.F32[i] = v / m.ScalingFactor
@@ -72,12 +55,7 @@ func TestKLGoldenSD15(t *testing.T) {
 // BenchmarkKLDecodeSD15 times decoding one 64x64 latent to a 512x512 image
 // with the full-size autoencoder on the native CPU backend.
 func BenchmarkKLDecodeSD15(b *testing.B) {
-	src, err := ckpt.OpenSafetensors(testckpt.SD15(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer src.Close()
-	m, err := LoadKL(src, nil)
+	m, err := LoadKL(testckpt.OpenSD15(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/npy"
 	"github.com/gosd/gosd/sd/tensor"
 	"github.com/gosd/gosd/sd/testmodel"
 )
@@ -187,4 +189,61 @@ func GoldenBackend() tensor.Backend {
 		return tensor.NewRef()
 	}
 	return tensor.NewCPU()
+}
+
+// GoldenDir returns the folder of the golden SD 1.5 run's tensors
+// (../shared/golden/sd15-dev-fox); it skips the test without ../shared.
+func GoldenDir(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(SharedDir(t), "golden", "sd15-dev-fox")
+}
+
+// OpenSD15 opens the full-size random SD 1.5 checkpoint (see SD15), closed
+// when the test ends.
+func OpenSD15(t testing.TB) *ckpt.SafeTensors {
+	t.Helper()
+	s, err := ckpt.OpenSafetensors(SD15(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// ReadNpy reads the float32 array name in dir and checks its shape.
+func ReadNpy(t testing.TB, dir, name string, shape ...int) []float32 {
+	t.Helper()
+	data, got, err := npy.Read(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tensor.SameShape(got, shape) {
+		t.Fatalf("%s: shape %v, want %v", name, got, shape)
+	}
+	return data
+}
+
+// TinyLayouts returns the tiny test model (seed 7) twice: opened from a
+// diffusers folder (diffusers names and config.json files, closed when the
+// test ends) and as the in-memory single-file source. It skips the test
+// without the diffusers configs.
+func TinyLayouts(t testing.TB) (*ckpt.Checkpoint, tensor.Source) {
+	t.Helper()
+	if _, err := testmodel.DefaultConfigDir(); err != nil {
+		t.Skipf("no diffusers configs to write the folder with: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "tiny")
+	if err := testmodel.Write(testmodel.Options{Layout: "diffusers", Output: dir, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := ckpt.Open(dir, ckpt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	single, err := testmodel.NewSource(testmodel.Options{Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ck, single
 }
