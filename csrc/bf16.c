@@ -20,7 +20,6 @@
 
 #define SDI_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,avx512bf16")))
 
-#define B16_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
 #define B16_DOT(i)                                                                        \
 	{                                                                                 \
 		int32_t w;                                                                \
@@ -29,17 +28,6 @@
 		c##i##a = _mm512_dpbf16_ps(c##i##a, av, b0);                              \
 		c##i##b = _mm512_dpbf16_ps(c##i##b, av, b1);                              \
 	}
-#define B16_STORE(i)                                                                      \
-	{                                                                                 \
-		float *cr = c + (i) * ldc;                                                \
-		if (accum) {                                                              \
-			c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(cr));            \
-			c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(cr + 16));       \
-		}                                                                         \
-		_mm512_storeu_ps(cr, c##i##a);                                            \
-		_mm512_storeu_ps(cr + 16, c##i##b);                                       \
-	}
-#define B16_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 
 #if SDI_MR != 12 || SDI_NR != 32
 #error "the bf16 micro-kernel is written for a 12x32 register block"
@@ -48,7 +36,7 @@
 SDI_BF16 void sdi_ukr_bf16(int64_t k2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
 			   int accum)
 {
-	B16_ROWS(B16_DECL)
+	SDI_ROWS(SDI_ROW_DECL)
 	for (int i = 0; i < SDI_MR; i++) {
 		_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
 		_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
@@ -56,11 +44,11 @@ SDI_BF16 void sdi_ukr_bf16(int64_t k2, const uint16_t *a, const uint16_t *b, flo
 	for (int64_t p = 0; p < k2; p++) {
 		__m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
 		_mm_prefetch((const char *)(b + 8 * 2 * SDI_NR), _MM_HINT_T0);
-		B16_ROWS(B16_DOT)
+		SDI_ROWS(B16_DOT)
 		a += 2 * SDI_MR;
 		b += 2 * SDI_NR;
 	}
-	B16_ROWS(B16_STORE)
+	SDI_ROWS(SDI_ROW_STORE)
 }
 
 SDI_BF16 void sdi_panel_bf16(const float *src, int64_t sstride, int64_t kc, int r, uint16_t *dst)

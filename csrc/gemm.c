@@ -88,24 +88,12 @@ static void cvt_portable(const void *src, int dt, int64_t off, int64_t n, float 
 
 /* ---- AVX-512 kernels ---- */
 
-#define SDI_ROW_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
 #define SDI_ROW_FMA(i)                                                                    \
 	{                                                                                 \
 		__m512 av = _mm512_set1_ps(a[i]);                                         \
 		c##i##a = _mm512_fmadd_ps(av, b0, c##i##a);                               \
 		c##i##b = _mm512_fmadd_ps(av, b1, c##i##b);                               \
 	}
-#define SDI_ROW_STORE(i)                                                                  \
-	{                                                                                 \
-		float *cr = c + (i) * ldc;                                                \
-		if (accum) {                                                              \
-			c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(cr));            \
-			c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(cr + 16));       \
-		}                                                                         \
-		_mm512_storeu_ps(cr, c##i##a);                                            \
-		_mm512_storeu_ps(cr + 16, c##i##b);                                       \
-	}
-#define SDI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 
 SDI_AVX512 static void ukr_avx512(int64_t k, const float *a, const float *b, float *c,
 				  int64_t ldc, int accum)

@@ -66,6 +66,25 @@ SDI_AVX512 static inline void sdi_transpose16(const __m512 r[16], __m512 col[16]
 #define SDI_MR 12
 #define SDI_NR 32
 
+/*
+ * The micro-kernels' accumulators and epilogue, row i of the MR x NR block:
+ * c<i>a and c<i>b (16 columns each), zeroed by SDI_ROW_DECL, added to C when
+ * accum is set and stored at c + i*ldc by SDI_ROW_STORE. SDI_ROWS(X)
+ * applies X to the 12 rows.
+ */
+#define SDI_ROW_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define SDI_ROW_STORE(i)                                                                  \
+	{                                                                                 \
+		float *cr = c + (i) * ldc;                                                \
+		if (accum) {                                                              \
+			c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(cr));            \
+			c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(cr + 16));       \
+		}                                                                         \
+		_mm512_storeu_ps(cr, c##i##a);                                            \
+		_mm512_storeu_ps(cr + 16, c##i##b);                                       \
+	}
+#define SDI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
 /* Geometry of an implicit-GEMM convolution (B is im2col(x), generated while packing). */
 typedef struct {
 	const float *x; /* [C, H, W] of one image */
