@@ -72,17 +72,9 @@ func InferOpenCLIPConfig(src tensor.Source, prefix string) (Config, error) {
 // loads Layers-1 of them and encodes with clip skip 1. text_projection is
 // optional.
 func LoadOpenCLIP(src tensor.Source, prefix string, cfg *Config, layers int) (*OpenCLIP, error) {
-	var c Config
-	if cfg != nil {
-		c = *cfg
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-	} else {
-		var err error
-		if c, err = InferOpenCLIPConfig(src, prefix); err != nil {
-			return nil, err
-		}
+	c, err := resolveConfig(cfg, func() (Config, error) { return InferOpenCLIPConfig(src, prefix) })
+	if err != nil {
+		return nil, err
 	}
 	if layers > 0 {
 		if layers > c.Layers {

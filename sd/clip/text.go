@@ -217,22 +217,39 @@ type TextModel struct {
 	SkipFinalNorm bool
 }
 
+// resolveConfig returns a copy of cfg after validating it, or, when cfg is
+// nil, the configuration infer finds.
+func resolveConfig(cfg *Config, infer func() (Config, error)) (Config, error) {
+	if cfg == nil {
+		return infer()
+	}
+	return *cfg, cfg.Validate()
+}
+
+// checkTokens checks that the token sequences have equal lengths and ids
+// inside the vocabulary.
+func checkTokens(tokens [][]int, vocab int) error {
+	for b, ts := range tokens {
+		if len(ts) != len(tokens[0]) {
+			return fmt.Errorf("clip: sequence %d has %d tokens, sequence 0 has %d", b, len(ts), len(tokens[0]))
+		}
+		for i, id := range ts {
+			if id < 0 || id >= vocab {
+				return fmt.Errorf("clip: sequence %d token %d: id %d outside 0..%d", b, i, id, vocab-1)
+			}
+		}
+	}
+	return nil
+}
+
 // Load builds a TextModel from the weights under prefix (Prefix for SD 1.x
 // single-file checkpoints). A nil cfg is inferred with InferConfig. Weights
 // keep their stored dtype. A stored embeddings.position_ids is ignored:
 // positions are always 0..L-1.
 func Load(src tensor.Source, prefix string, cfg *Config) (*TextModel, error) {
-	var c Config
-	if cfg != nil {
-		c = *cfg
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-	} else {
-		var err error
-		if c, err = InferConfig(src, prefix); err != nil {
-			return nil, err
-		}
+	c, err := resolveConfig(cfg, func() (Config, error) { return InferConfig(src, prefix) })
+	if err != nil {
+		return nil, err
 	}
 	l := nn.NewLoader(src, prefix)
 	m := &TextModel{Config: c}
@@ -288,15 +305,8 @@ func (m *TextModel) Encode(be tensor.Backend, tokens [][]int, clipSkip int) (out
 	if seq == 0 || seq > c.MaxPos {
 		return nil, fmt.Errorf("clip: sequence length %d outside 1..%d", seq, c.MaxPos)
 	}
-	for b, ts := range tokens {
-		if len(ts) != seq {
-			return nil, fmt.Errorf("clip: sequence %d has %d tokens, sequence 0 has %d", b, len(ts), seq)
-		}
-		for i, id := range ts {
-			if id < 0 || id >= c.Vocab {
-				return nil, fmt.Errorf("clip: sequence %d token %d: id %d outside 0..%d", b, i, id, c.Vocab-1)
-			}
-		}
+	if err := checkTokens(tokens, c.Vocab); err != nil {
+		return nil, err
 	}
 	return m.run(be, m.embed(tokens), clipSkip), nil
 }
@@ -310,17 +320,13 @@ func (m *TextModel) TokenEmbeddings(tokens [][]int) (*tensor.Tensor, error) {
 	if len(tokens) == 0 {
 		return nil, errors.New("clip: no token sequences")
 	}
-	seq := len(tokens[0])
-	w := c.Hidden
+	if err := checkTokens(tokens, c.Vocab); err != nil {
+		return nil, err
+	}
+	seq, w := len(tokens[0]), c.Hidden
 	x := tensor.New(len(tokens), seq, w)
 	for b, ts := range tokens {
-		if len(ts) != seq {
-			return nil, fmt.Errorf("clip: sequence %d has %d tokens, sequence 0 has %d", b, len(ts), seq)
-		}
 		for i, id := range ts {
-			if id < 0 || id >= c.Vocab {
-				return nil, fmt.Errorf("clip: sequence %d token %d: id %d outside 0..%d", b, i, id, c.Vocab-1)
-			}
 			copy(x.F32[(b*seq+i)*w:][:w], rows(m.Embeddings.TokenEmbedding, id, 1, w))
 		}
 	}
