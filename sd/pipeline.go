@@ -682,7 +682,7 @@ func (p *Pipeline) decodeAt(z *tensor.Tensor, f32 bool) (*tensor.Tensor, error) 
 // full resolution (measured: see the README), estimated generously here.
 func checkMemory(width, height int) error {
 	need := uint64(width) * uint64(height) * 128 * 4 * 6
-	avail, ok := availableMemory()
+	avail, ok := AvailableMemory()
 	if ok && need > avail {
 		return badRequest("size %dx%d needs about %.1f GB of memory to decode, only %.1f GB is available",
 			width, height, float64(need)/1e9, float64(avail)/1e9)
@@ -690,8 +690,10 @@ func checkMemory(width, height int) error {
 	return nil
 }
 
-// availableMemory reads MemAvailable from /proc/meminfo.
-func availableMemory() (uint64, bool) {
+// AvailableMemory returns the memory the system can still give (MemAvailable
+// in /proc/meminfo, bytes), and false where that cannot be read. Generate
+// refuses sizes whose VAE decode would not fit in it.
+func AvailableMemory() (uint64, bool) {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0, false

@@ -5,12 +5,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/gosd/gosd/sd"
 	"github.com/gosd/gosd/sd/tensor"
 )
 
@@ -294,7 +294,7 @@ func TestGenerateBadInput(t *testing.T) {
 // loaded, by the memory check, wherever less than that is available.
 func TestGenerateAbsurdSize(t *testing.T) {
 	const need = 4096 * 4096 * 128 * 4 * 6
-	if avail, ok := memAvailable(); !ok || avail >= need {
+	if avail, ok := sd.AvailableMemory(); !ok || avail >= need {
 		t.Skipf("MemAvailable %d bytes (known: %v): a 4096x4096 decode fits here", avail, ok)
 	}
 	out := filepath.Join(t.TempDir(), "big.png")
@@ -305,21 +305,6 @@ func TestGenerateAbsurdSize(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant the memory check's refusal", r.code, r.stderr)
 	}
 	assertNoFile(t, out)
-}
-
-// memAvailable reads MemAvailable from /proc/meminfo.
-func memAvailable() (uint64, bool) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var kb uint64
-		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &kb); err == nil {
-			return kb * 1024, true
-		}
-	}
-	return 0, false
 }
 
 // TestUnknownCommand: exit 2 with the command list.
