@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -132,7 +133,7 @@ func TestFamilyPrediction(t *testing.T) {
 	if pv.PredictionSource() != "option" {
 		t.Fatalf("explicit v: source %s", pv.PredictionSource())
 	}
-	if bytesEqual(pixels(eps.Image), pixels(v.Image)) {
+	if slices.Equal(pixels(eps.Image), pixels(v.Image)) {
 		t.Fatal("v-prediction gave the eps image")
 	}
 	tok := filepath.Join(testckpt.SharedDir(t), "models", "sd15", "tokenizer")
@@ -164,16 +165,4 @@ func TestFamilyPrediction(t *testing.T) {
 			t.Fatalf("%s: unexpected warning: %s", m, logs.String())
 		}
 	}
-}
-
-func bytesEqual(a, b []uint8) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -217,6 +217,18 @@ type TextModel struct {
 	SkipFinalNorm bool
 }
 
+// clipSkip turns a clip-skip setting into the layer count from the end (0
+// means 1), or an error outside 1..Layers.
+func (c Config) clipSkip(n int) (int, error) {
+	if n == 0 {
+		n = 1
+	}
+	if n < 1 || n > c.Layers {
+		return 0, fmt.Errorf("clip: clip skip %d outside 1..%d", n, c.Layers)
+	}
+	return n, nil
+}
+
 // resolveConfig returns a copy of cfg after validating it, or, when cfg is
 // nil, the configuration infer finds.
 func resolveConfig(cfg *Config, infer func() (Config, error)) (Config, error) {
@@ -292,11 +304,9 @@ func Load(src tensor.Source, prefix string, cfg *Config) (*TextModel, error) {
 func (m *TextModel) Encode(be tensor.Backend, tokens [][]int, clipSkip int) (out *tensor.Tensor, err error) {
 	defer tensor.Recover(&err)
 	c := m.Config
-	if clipSkip == 0 {
-		clipSkip = 1
-	}
-	if clipSkip < 1 || clipSkip > c.Layers {
-		return nil, fmt.Errorf("clip: clip skip %d outside 1..%d", clipSkip, c.Layers)
+	clipSkip, err = c.clipSkip(clipSkip)
+	if err != nil {
+		return nil, err
 	}
 	if len(tokens) == 0 {
 		return nil, errors.New("clip: no token sequences")
@@ -340,11 +350,9 @@ func (m *TextModel) TokenEmbeddings(tokens [][]int) (*tensor.Tensor, error) {
 func (m *TextModel) EncodeEmbeddings(be tensor.Backend, x *tensor.Tensor, clipSkip int) (out *tensor.Tensor, err error) {
 	defer tensor.Recover(&err)
 	c := m.Config
-	if clipSkip == 0 {
-		clipSkip = 1
-	}
-	if clipSkip < 1 || clipSkip > c.Layers {
-		return nil, fmt.Errorf("clip: clip skip %d outside 1..%d", clipSkip, c.Layers)
+	clipSkip, err = c.clipSkip(clipSkip)
+	if err != nil {
+		return nil, err
 	}
 	if x == nil {
 		return nil, errors.New("clip: no token embeddings")

@@ -3,6 +3,7 @@ package prompt
 import (
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,7 +209,7 @@ func TestChunkingEmbeddings(t *testing.T) {
 	}
 	ch := chunks[0]
 	a := e.Tok.Encode("a")[0]
-	if want := []int{e.Tok.StartID, a, 0, 0, 0, C}; !intsEqual(ch.Tokens[:6], want) {
+	if want := []int{e.Tok.StartID, a, 0, 0, 0, C}; !slices.Equal(ch.Tokens[:6], want) {
 		t.Errorf("tokens %v, want %v", ch.Tokens[:6], want)
 	}
 	if len(ch.Fixes) != 2 || ch.Fixes[0].Offset != 2 || ch.Fixes[0].Embedding != three ||
@@ -232,18 +233,6 @@ func TestChunkingEmbeddings(t *testing.T) {
 	if len(chunks) != 2 || len(chunks[0].Fixes) != 0 || len(chunks[1].Fixes) != 1 || chunks[1].Fixes[0].Offset != 1 {
 		t.Errorf("backtracked embedding: fixes %+v / %+v", chunks[0].Fixes, chunks[1].Fixes)
 	}
-}
-
-func intsEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func maxAbs(a, b []float32) float64 {
@@ -453,7 +442,7 @@ func TestEmphasisModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := e.Tok.Encode("(cat) BREAK [dog:2]")
-	if len(chunks) != 1 || !intsEqual(chunks[0].Tokens[1:1+len(want)], want) || chunks[0].Weights[2] != 1 {
+	if len(chunks) != 1 || !slices.Equal(chunks[0].Tokens[1:1+len(want)], want) || chunks[0].Weights[2] != 1 {
 		t.Errorf("none: %d chunks, tokens %v, want %v", len(chunks), chunks[0].Tokens[:len(want)+2], want)
 	}
 	e.Emphasis = "bogus"
