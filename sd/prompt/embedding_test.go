@@ -1,16 +1,13 @@
 package prompt
 
 import (
-	"archive/zip"
-	"bytes"
-	"encoding/binary"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/internal/pttest"
 	"github.com/gosd/gosd/sd/tensor"
 )
 
@@ -19,68 +16,11 @@ import (
 // {"*": tensor [n, c] f32}, "name": name, "step": 10}, as a PyTorch zip.
 func writeA1111PT(t *testing.T, path string, v *tensor.Tensor) {
 	t.Helper()
-	n, c := v.Shape[0], v.Shape[1]
-	var p bytes.Buffer
-	str := func(s string) {
-		p.WriteByte('X')
-		binary.Write(&p, binary.LittleEndian, uint32(len(s)))
-		p.WriteString(s)
-	}
-	num := func(x int) {
-		p.WriteByte('J')
-		binary.Write(&p, binary.LittleEndian, int32(x))
-	}
-	p.Write([]byte{0x80, 2, '}', '('})
-	str("string_to_token")
-	p.WriteByte('}')
-	str("*")
-	num(265)
-	p.WriteByte('s')
-	str("string_to_param")
-	p.WriteByte('}')
-	str("*")
-	p.WriteString("ctorch._utils\n_rebuild_tensor_v2\n((")
-	str("storage")
-	p.WriteString("ctorch\nFloatStorage\n")
-	str("0")
-	str("cpu")
-	num(n * c)
-	p.Write([]byte{'t', 'Q'})
-	num(0)
-	p.WriteByte('(')
-	num(n)
-	num(c)
-	p.Write([]byte{'t', '('})
-	num(c)
-	num(1)
-	p.Write([]byte{'t', 0x88})
-	p.WriteString("ccollections\nOrderedDict\n)R")
-	p.Write([]byte{'t', 'R', 's'})
-	str("name")
-	str("trained")
-	str("step")
-	num(10)
-	p.Write([]byte{'u', '.'})
-	var data bytes.Buffer
-	for _, x := range v.F32 {
-		binary.Write(&data, binary.LittleEndian, math.Float32bits(x))
-	}
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, e := range []struct {
-		name string
-		b    []byte
-	}{{"x/data.pkl", p.Bytes()}, {"x/data/0", data.Bytes()}, {"x/version", []byte("3\n")}} {
-		w, err := zw.Create(e.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(e.b)
-	}
-	if err := zw.Close(); err != nil {
+	b, err := pttest.A1111Embedding("x", "trained", v.F32, v.Shape[0], v.Shape[1])
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
