@@ -181,6 +181,9 @@ func opErr(op string, err error, w *Tensor, ts ...*Tensor) error {
 }
 
 func (*CPU) Linear(y, x, w, b *Tensor) error {
+	if err := onHost("linear", y, x, w, b); err != nil {
+		return err
+	}
 	if err := checkLinear(y, x, w, b); err != nil {
 		return err
 	}
@@ -190,6 +193,9 @@ func (*CPU) Linear(y, x, w, b *Tensor) error {
 }
 
 func (*CPU) MatMul(y, a, b *Tensor) error {
+	if err := onHost("matmul", y, a, b); err != nil {
+		return err
+	}
 	if err := checkMatMul(y, a, b); err != nil {
 		return err
 	}
@@ -198,6 +204,9 @@ func (*CPU) MatMul(y, a, b *Tensor) error {
 }
 
 func (*CPU) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
+	if err := onHost("conv2d", y, x, w, b); err != nil {
+		return err
+	}
 	if err := checkConv2D(y, x, w, b, p); err != nil {
 		return err
 	}
@@ -209,6 +218,9 @@ func (*CPU) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
 }
 
 func (*CPU) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, silu bool) error {
+	if err := onHost("group_norm", y, x, gamma, beta); err != nil {
+		return err
+	}
 	if err := checkGroupNorm(y, x, gamma, beta, groups); err != nil {
 		return err
 	}
@@ -222,6 +234,9 @@ func (*CPU) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, silu b
 }
 
 func (*CPU) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
+	if err := onHost("layer_norm", y, x, gamma, beta); err != nil {
+		return err
+	}
 	if err := checkLayerNorm(y, x, gamma, beta); err != nil {
 		return err
 	}
@@ -234,6 +249,9 @@ func (*CPU) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
 }
 
 func (*CPU) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
+	if err := onHost("attention", y, q, k, v); err != nil {
+		return err
+	}
 	if err := checkAttention(y, q, k, v, heads, causal); err != nil {
 		return err
 	}
@@ -243,6 +261,9 @@ func (*CPU) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
 }
 
 func (*CPU) Unary(y, x *Tensor, op Unary) error {
+	if err := onHost("unary", y, x); err != nil {
+		return err
+	}
 	if err := checkUnary(y, x, op); err != nil {
 		return err
 	}
@@ -250,6 +271,9 @@ func (*CPU) Unary(y, x *Tensor, op Unary) error {
 }
 
 func (*CPU) Add(y, a, b *Tensor) error {
+	if err := onHost("add", y, a, b); err != nil {
+		return err
+	}
 	if err := checkBinary("add", y, a, b); err != nil {
 		return err
 	}
@@ -257,6 +281,9 @@ func (*CPU) Add(y, a, b *Tensor) error {
 }
 
 func (*CPU) Mul(y, a, b *Tensor) error {
+	if err := onHost("mul", y, a, b); err != nil {
+		return err
+	}
 	if err := checkBinary("mul", y, a, b); err != nil {
 		return err
 	}
@@ -264,6 +291,9 @@ func (*CPU) Mul(y, a, b *Tensor) error {
 }
 
 func (*CPU) Scale(y, x *Tensor, s, t float32) error {
+	if err := onHost("scale", y, x); err != nil {
+		return err
+	}
 	if err := checkScale(y, x); err != nil {
 		return err
 	}
@@ -271,6 +301,9 @@ func (*CPU) Scale(y, x *Tensor, s, t float32) error {
 }
 
 func (*CPU) AddChannel(y, x, c *Tensor) error {
+	if err := onHost("add_channel", y, x, c); err != nil {
+		return err
+	}
 	if err := checkAddChannel(y, x, c); err != nil {
 		return err
 	}
@@ -282,6 +315,9 @@ func (*CPU) AddChannel(y, x, c *Tensor) error {
 }
 
 func (*CPU) GEGLU(y, x *Tensor) error {
+	if err := onHost("geglu", y, x); err != nil {
+		return err
+	}
 	if err := checkGEGLU(y, x); err != nil {
 		return err
 	}
@@ -291,6 +327,9 @@ func (*CPU) GEGLU(y, x *Tensor) error {
 }
 
 func (*CPU) Transpose(y, x *Tensor) error {
+	if err := onHost("transpose", y, x); err != nil {
+		return err
+	}
 	if err := checkTranspose(y, x); err != nil {
 		return err
 	}
@@ -298,6 +337,9 @@ func (*CPU) Transpose(y, x *Tensor) error {
 }
 
 func (*CPU) Concat(y, a, b *Tensor) error {
+	if err := onHost("concat", y, a, b); err != nil {
+		return err
+	}
 	if err := checkConcat(y, a, b); err != nil {
 		return err
 	}
@@ -309,6 +351,9 @@ func (*CPU) Concat(y, a, b *Tensor) error {
 }
 
 func (*CPU) Upsample2x(y, x *Tensor) error {
+	if err := onHost("upsample2x", y, x); err != nil {
+		return err
+	}
 	if err := checkUpsample2x(y, x); err != nil {
 		return err
 	}

@@ -48,17 +48,22 @@ func Empty(shape ...int) *Tensor {
 }
 
 // Release hands the buffers of these F32 tensors to the pool for Empty to
-// reuse. The caller must hold the only use of each buffer: no other tensor
+// reuse, and frees the device memory of device tensors (Storage.Free). The caller must hold the only use of each buffer: no other tensor
 // (a Reshape of it, say) may be read afterwards. Nil tensors are skipped,
 // and a buffer already released is not taken twice.
 func Release(ts ...*Tensor) {
+	for _, t := range ts {
+		if t != nil && t.Dev != nil {
+			t.Dev.Free()
+		}
+	}
 	if pool.off {
 		return
 	}
 	pool.Lock()
 	defer pool.Unlock()
 	for _, t := range ts {
-		if t == nil || t.DType != F32 || len(t.F32) == 0 || cap(t.F32) != len(t.F32) {
+		if t == nil || t.Dev != nil || t.DType != F32 || len(t.F32) == 0 || cap(t.F32) != len(t.F32) {
 			continue
 		}
 		n := len(t.F32)

@@ -40,6 +40,9 @@ func (s OpStat) GFLOPS() float64 {
 // NewProfile wraps be.
 func NewProfile(be Backend) *Profile { return &Profile{Backend: be, stats: map[string]*OpStat{}} }
 
+// Unwrap returns the backend p forwards to.
+func (p *Profile) Unwrap() Backend { return p.Backend }
+
 // Reset forgets everything recorded.
 func (p *Profile) Reset() {
 	p.mu.Lock()

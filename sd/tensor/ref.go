@@ -52,7 +52,7 @@ func parallel(n int, f func(i int)) {
 
 func checkF32(op string, ts ...*Tensor) error {
 	for _, t := range ts {
-		if t == nil || t.DType != F32 || len(t.F32) != t.Numel() {
+		if t == nil || t.DType != F32 || t.Dev == nil && len(t.F32) != t.Numel() || t.Dev != nil && t.F32 != nil {
 			return &OpError{Op: op, Err: ErrDType, Detail: "activations must be f32"}
 		}
 	}
@@ -76,6 +76,9 @@ func bad(op string, ts []*Tensor, format string, args ...any) error {
 }
 
 func (*Ref) Linear(y, x, w, b *Tensor) error {
+	if err := onHost("linear", y, x, w, b); err != nil {
+		return err
+	}
 	if err := checkF32("linear", y, x); err != nil {
 		return err
 	}
@@ -108,6 +111,9 @@ func (*Ref) Linear(y, x, w, b *Tensor) error {
 }
 
 func (*Ref) MatMul(y, a, b *Tensor) error {
+	if err := onHost("matmul", y, a, b); err != nil {
+		return err
+	}
 	if err := checkF32("matmul", y, a, b); err != nil {
 		return err
 	}
@@ -129,6 +135,9 @@ func (*Ref) MatMul(y, a, b *Tensor) error {
 }
 
 func (*Ref) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
+	if err := onHost("conv2d", y, x, w, b); err != nil {
+		return err
+	}
 	if err := checkF32("conv2d", y, x); err != nil {
 		return err
 	}
@@ -178,6 +187,9 @@ func (*Ref) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
 }
 
 func (*Ref) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, silu bool) error {
+	if err := onHost("group_norm", y, x, gamma, beta); err != nil {
+		return err
+	}
 	if err := checkF32("group_norm", y, x); err != nil {
 		return err
 	}
@@ -222,6 +234,9 @@ func (*Ref) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, silu b
 }
 
 func (*Ref) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
+	if err := onHost("layer_norm", y, x, gamma, beta); err != nil {
+		return err
+	}
 	if err := checkF32("layer_norm", y, x); err != nil {
 		return err
 	}
@@ -251,6 +266,9 @@ func (*Ref) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
 }
 
 func (*Ref) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
+	if err := onHost("attention", y, q, k, v); err != nil {
+		return err
+	}
 	if err := checkF32("attention", y, q, k, v); err != nil {
 		return err
 	}
@@ -316,6 +334,9 @@ func UnaryF64(op Unary, x float64) float64 {
 }
 
 func (*Ref) Unary(y, x *Tensor, op Unary) error {
+	if err := onHost("unary", y, x); err != nil {
+		return err
+	}
 	if err := checkF32("unary", y, x); err != nil {
 		return err
 	}
@@ -329,6 +350,9 @@ func (*Ref) Unary(y, x *Tensor, op Unary) error {
 }
 
 func (*Ref) Add(y, a, b *Tensor) error {
+	if err := onHost("add", y, a, b); err != nil {
+		return err
+	}
 	if err := checkF32("add", y, a, b); err != nil {
 		return err
 	}
@@ -342,6 +366,9 @@ func (*Ref) Add(y, a, b *Tensor) error {
 }
 
 func (*Ref) Mul(y, a, b *Tensor) error {
+	if err := onHost("mul", y, a, b); err != nil {
+		return err
+	}
 	if err := checkF32("mul", y, a, b); err != nil {
 		return err
 	}
@@ -355,6 +382,9 @@ func (*Ref) Mul(y, a, b *Tensor) error {
 }
 
 func (*Ref) Scale(y, x *Tensor, s, t float32) error {
+	if err := onHost("scale", y, x); err != nil {
+		return err
+	}
 	if err := checkF32("scale", y, x); err != nil {
 		return err
 	}
@@ -368,6 +398,9 @@ func (*Ref) Scale(y, x *Tensor, s, t float32) error {
 }
 
 func (*Ref) AddChannel(y, x, c *Tensor) error {
+	if err := onHost("add_channel", y, x, c); err != nil {
+		return err
+	}
 	if err := checkF32("add_channel", y, x, c); err != nil {
 		return err
 	}
@@ -382,6 +415,9 @@ func (*Ref) AddChannel(y, x, c *Tensor) error {
 }
 
 func (*Ref) GEGLU(y, x *Tensor) error {
+	if err := onHost("geglu", y, x); err != nil {
+		return err
+	}
 	if err := checkF32("geglu", y, x); err != nil {
 		return err
 	}
@@ -400,6 +436,9 @@ func (*Ref) GEGLU(y, x *Tensor) error {
 }
 
 func (*Ref) Transpose(y, x *Tensor) error {
+	if err := onHost("transpose", y, x); err != nil {
+		return err
+	}
 	if err := checkF32("transpose", y, x); err != nil {
 		return err
 	}
@@ -418,6 +457,9 @@ func (*Ref) Transpose(y, x *Tensor) error {
 }
 
 func (*Ref) Concat(y, a, b *Tensor) error {
+	if err := onHost("concat", y, a, b); err != nil {
+		return err
+	}
 	if err := checkF32("concat", y, a, b); err != nil {
 		return err
 	}
@@ -435,6 +477,9 @@ func (*Ref) Concat(y, a, b *Tensor) error {
 }
 
 func (*Ref) Upsample2x(y, x *Tensor) error {
+	if err := onHost("upsample2x", y, x); err != nil {
+		return err
+	}
 	if err := checkF32("upsample2x", y, x); err != nil {
 		return err
 	}

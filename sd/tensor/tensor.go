@@ -46,15 +46,17 @@ func (d DType) Size() int {
 	return 2
 }
 
-// Tensor is a dense row-major array. Exactly one of F32 and Half holds the
-// elements: F32 when DType is F32, Half (raw 16-bit patterns) when DType is
-// F16 or BF16. The slices may alias memory-mapped files; treat weights as
-// read-only.
+// Tensor is a dense row-major array. Exactly one of F32, Half and Dev holds
+// the elements: F32 when DType is F32, Half (raw 16-bit patterns) when DType
+// is F16 or BF16, Dev when a DeviceBackend allocated the tensor in its own
+// memory (then F32 and Half are nil; see OnDevice). The slices may alias
+// memory-mapped files; treat weights as read-only.
 type Tensor struct {
 	Shape []int
 	DType DType
 	F32   []float32
 	Half  []uint16
+	Dev   Storage
 }
 
 // New returns a zero-filled F32 tensor of the given shape.
@@ -120,12 +122,21 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 	if Numel(s) != t.Numel() {
 		panic(fmt.Sprintf("tensor.Reshape: %v to %v", t.Shape, shape))
 	}
-	return &Tensor{Shape: s, DType: t.DType, F32: t.F32, Half: t.Half}
+	return &Tensor{Shape: s, DType: t.DType, F32: t.F32, Half: t.Half, Dev: t.Dev}
 }
 
-// Float32s returns the elements converted to float32 (a copy for F16/BF16,
-// the backing slice itself for F32).
+// Float32s returns the elements converted to float32 (a copy for F16/BF16
+// and for a device tensor, the backing slice itself for F32). It panics when
+// a device tensor cannot be copied back, a device failure that Download
+// reports as an error instead.
 func (t *Tensor) Float32s() []float32 {
+	if t.Dev != nil {
+		out := make([]float32, t.Numel())
+		if err := t.Dev.Owner().ToHost(out, t); err != nil {
+			panic("tensor.Float32s: " + err.Error())
+		}
+		return out
+	}
 	switch t.DType {
 	case F32:
 		return t.F32
@@ -153,8 +164,11 @@ func (t *Tensor) ToF32() *Tensor {
 	return FromF32(t.Float32s(), t.Shape...)
 }
 
-// Clone returns a deep copy.
+// Clone returns a deep copy, on the host for a device tensor.
 func (t *Tensor) Clone() *Tensor {
+	if t.Dev != nil {
+		return FromF32(t.Float32s(), t.Shape...)
+	}
 	c := &Tensor{Shape: append([]int(nil), t.Shape...), DType: t.DType}
 	if t.F32 != nil {
 		c.F32 = append([]float32(nil), t.F32...)
