@@ -135,7 +135,7 @@ func (m *Linear) Out() int { return m.Weight.Shape[0] }
 // Forward: x [..., In] -> [..., Out].
 func (m *Linear) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), m.Out())
-	y := tensor.Empty(shape...)
+	y := tensor.EmptyOn(be, shape...)
 	tensor.Must(be.Linear(y, x, m.Weight, m.Bias))
 	return y
 }
@@ -159,7 +159,7 @@ func (l *Loader) Conv2D(name string, in, out, k, stride, pad int, bias bool) *Co
 // Forward: x [B, In, H, W] -> [B, Out, Ho, Wo].
 func (c *Conv2D) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	ho, wo := c.Params.OutSize(x.Shape[2], x.Shape[3], c.Weight.Shape[2], c.Weight.Shape[3])
-	y := tensor.Empty(x.Shape[0], c.Weight.Shape[0], ho, wo)
+	y := tensor.EmptyOn(be, x.Shape[0], c.Weight.Shape[0], ho, wo)
 	tensor.Must(be.Conv2D(y, x, c.Weight, c.Bias, c.Params))
 	return y
 }
@@ -198,7 +198,7 @@ func (l *Loader) GroupNorm(name string, c, groups int, eps float32) *GroupNorm {
 
 // Forward: x [B, C, ...] -> same shape; silu fuses a SiLU after the norm.
 func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor, silu bool) *tensor.Tensor {
-	y := tensor.Empty(x.Shape...)
+	y := tensor.EmptyOn(be, x.Shape...)
 	tensor.Must(be.GroupNorm(y, x, g.Weight, g.Bias, g.Groups, g.Eps, silu))
 	return y
 }
@@ -223,21 +223,21 @@ func (l *Loader) LayerNorm(name string, c int, eps float32) *LayerNorm {
 
 // Forward: x [..., C] -> same shape.
 func (n *LayerNorm) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.Empty(x.Shape...)
+	y := tensor.EmptyOn(be, x.Shape...)
 	tensor.Must(be.LayerNorm(y, x, n.Weight, n.Bias, n.Eps))
 	return y
 }
 
 // Act applies an element-wise activation into a new tensor.
 func Act(be tensor.Backend, x *tensor.Tensor, op tensor.Unary) *tensor.Tensor {
-	y := tensor.Empty(x.Shape...)
+	y := tensor.EmptyOn(be, x.Shape...)
 	tensor.Must(be.Unary(y, x, op))
 	return y
 }
 
 // Add returns a + b.
 func Add(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
-	y := tensor.Empty(a.Shape...)
+	y := tensor.EmptyOn(be, a.Shape...)
 	tensor.Must(be.Add(y, a, b))
 	return y
 }
@@ -250,21 +250,21 @@ func AddInPlace(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
 
 // Scale returns x*s + t.
 func Scale(be tensor.Backend, x *tensor.Tensor, s, t float32) *tensor.Tensor {
-	y := tensor.Empty(x.Shape...)
+	y := tensor.EmptyOn(be, x.Shape...)
 	tensor.Must(be.Scale(y, x, s, t))
 	return y
 }
 
 // Attention returns softmax(q·kᵀ/sqrt(D))·v over heads; q [B, Lq, H*D], k and v [B, Lk, H*D].
 func Attention(be tensor.Backend, q, k, v *tensor.Tensor, heads int, causal bool) *tensor.Tensor {
-	y := tensor.Empty(q.Shape...)
+	y := tensor.EmptyOn(be, q.Shape...)
 	tensor.Must(be.Attention(y, q, k, v, heads, causal))
 	return y
 }
 
 // Transpose swaps the last two dimensions of x [B, M, N] -> [B, N, M].
 func Transpose(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.Empty(x.Shape[0], x.Shape[2], x.Shape[1])
+	y := tensor.EmptyOn(be, x.Shape[0], x.Shape[2], x.Shape[1])
 	tensor.Must(be.Transpose(y, x))
 	return y
 }
@@ -273,14 +273,14 @@ func Transpose(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 func Concat(be tensor.Backend, a, b *tensor.Tensor) *tensor.Tensor {
 	shape := append([]int(nil), a.Shape...)
 	shape[1] += b.Shape[1]
-	y := tensor.Empty(shape...)
+	y := tensor.EmptyOn(be, shape...)
 	tensor.Must(be.Concat(y, a, b))
 	return y
 }
 
 // Upsample2x is nearest-neighbour upsampling [B, C, H, W] -> [B, C, 2H, 2W].
 func Upsample2x(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.Empty(x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3])
+	y := tensor.EmptyOn(be, x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3])
 	tensor.Must(be.Upsample2x(y, x))
 	return y
 }
@@ -289,14 +289,14 @@ func Upsample2x(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 func GEGLU(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	shape := append([]int(nil), x.Shape...)
 	shape[len(shape)-1] /= 2
-	y := tensor.Empty(shape...)
+	y := tensor.EmptyOn(be, shape...)
 	tensor.Must(be.GEGLU(y, x))
 	return y
 }
 
 // AddChannel returns x [B, C, ...] + c [B, C] broadcast over the trailing dims.
 func AddChannel(be tensor.Backend, x, c *tensor.Tensor) *tensor.Tensor {
-	y := tensor.Empty(x.Shape...)
+	y := tensor.EmptyOn(be, x.Shape...)
 	tensor.Must(be.AddChannel(y, x, c))
 	return y
 }

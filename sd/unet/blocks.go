@@ -225,6 +225,11 @@ func upsampleNearest(be tensor.Backend, x *tensor.Tensor, oh, ow int) *tensor.Te
 		tensor.Must(tensor.ShapeError("unet.upsample", "cannot resize %dx%d to %dx%d by nearest 2x upsampling",
 			h2/2, w2/2, oh, ow))
 	}
+	// TODO: a crop kernel would keep this on the device; as it is, odd
+	// latent sizes make a host round trip here.
+	dev := up.Dev != nil
+	up, err := tensor.Download(up)
+	tensor.Must(err)
 	y := tensor.Empty(b, c, oh, ow)
 	for p := 0; p < b*c; p++ {
 		for i := 0; i < oh; i++ {
@@ -232,5 +237,11 @@ func upsampleNearest(be tensor.Backend, x *tensor.Tensor, oh, ow int) *tensor.Te
 		}
 	}
 	tensor.Release(up)
+	if dev {
+		d, err := tensor.Upload(be, y)
+		tensor.Must(err)
+		tensor.Release(y)
+		y = d
+	}
 	return y
 }

@@ -197,13 +197,30 @@ func (u *UNet) ForwardADM(be tensor.Backend, x *tensor.Tensor, t []float32, ctx,
 	}()
 	defer tensor.Recover(&err)
 
-	emb := u.TimeEmbed1.Forward(be, TimestepEmbedding(t, cfg.ModelChannels))
+	// On a device backend every activation below stays in device memory:
+	// the inputs cross once here and the result once at the end.
+	// TODO: tensors still held when a kernel fails (skips, emb) are not
+	// released; on a device that leaks their memory until the backend closes.
+	be = tensor.OnDevice(be)
+	te := upload(be, TimestepEmbedding(t, cfg.ModelChannels))
+	xd, ctxd, yd := upload(be, x), upload(be, ctx), upload(be, y)
+	defer tensor.ReleaseUploaded(xd, x)
+	defer tensor.ReleaseUploaded(ctxd, ctx)
+	defer tensor.ReleaseUploaded(yd, y)
+	x, ctx, y = xd, ctxd, yd
+
+	emb := u.TimeEmbed1.Forward(be, te)
+	tensor.Release(te)
 	tensor.Must(be.Unary(emb, emb, tensor.SiLU))
-	emb = u.TimeEmbed2.Forward(be, emb)
+	e1 := emb
+	emb = u.TimeEmbed2.Forward(be, e1)
+	tensor.Release(e1)
 	if u.LabelEmbed1 != nil {
 		e := u.LabelEmbed1.Forward(be, y)
 		tensor.Must(be.Unary(e, e, tensor.SiLU))
-		emb = nn.AddInPlace(be, emb, u.LabelEmbed2.Forward(be, e))
+		l := u.LabelEmbed2.Forward(be, e)
+		emb = nn.AddInPlace(be, emb, l)
+		tensor.Release(e, l)
 	}
 	// Every ResBlock's emb_layers starts with SiLU; apply it once here.
 	tensor.Must(be.Unary(emb, emb, tensor.SiLU))
@@ -244,7 +261,15 @@ func (u *UNet) ForwardADM(be tensor.Backend, x *tensor.Tensor, t []float32, ctx,
 	n := u.OutNorm.ForwardInPlace(be, h, true)
 	out = u.OutConv.Forward(be, n)
 	tensor.Release(n, emb)
-	return out, nil
+	return tensor.Download(out)
+}
+
+// upload moves a model input into the device memory behind be (a copy that
+// the caller releases) or returns it unchanged on a host backend.
+func upload(be tensor.Backend, t *tensor.Tensor) *tensor.Tensor {
+	d, err := tensor.Upload(be, t)
+	tensor.Must(err)
+	return d
 }
 
 // forward runs an input block: x [B, C, H, W] -> [B, Width, H', W'].

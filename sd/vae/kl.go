@@ -271,7 +271,16 @@ func (m *KL) Decode(be tensor.Backend, z *tensor.Tensor) (img *tensor.Tensor, er
 		}
 	}()
 	defer tensor.Recover(&err)
-	return m.Decoder.forward(be, m.PostQuantConv.Forward(be, z)), nil
+	be = tensor.OnDevice(be) // activations stay on a device backend's device
+	zd, err := tensor.Upload(be, z)
+	if err != nil {
+		return nil, err
+	}
+	defer tensor.ReleaseUploaded(zd, z)
+	p := m.PostQuantConv.Forward(be, zd)
+	img = m.Decoder.forward(be, p)
+	tensor.Release(p)
+	return tensor.Download(img)
 }
 
 // Encode maps images to the diagonal Gaussian posterior over latents.
@@ -299,7 +308,19 @@ func (m *KL) Encode(be tensor.Backend, x *tensor.Tensor) (mean, logvar *tensor.T
 		}
 	}()
 	defer tensor.Recover(&err)
-	mom := m.QuantConv.Forward(be, m.Encoder.forward(be, x)) // [B, 2z, h, w]
+	be = tensor.OnDevice(be)
+	xd, err := tensor.Upload(be, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tensor.ReleaseUploaded(xd, x)
+	e := m.Encoder.forward(be, xd)
+	mom := m.QuantConv.Forward(be, e) // [B, 2z, h, w]
+	tensor.Release(e)
+	if mom, err = tensor.Download(mom); err != nil {
+		return nil, nil, err
+	}
+	defer tensor.Release(mom)
 	b, z, h, w := mom.Shape[0], c.ZChannels, mom.Shape[2], mom.Shape[3]
 	mean, logvar = tensor.New(b, z, h, w), tensor.New(b, z, h, w)
 	n := z * h * w
