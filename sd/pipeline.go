@@ -441,6 +441,11 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	t1 := time.Now()
+	// On a GPU backend the UNet's weights go to the device in one batch
+	// before the first step, and the VAE's on a copy stream while the UNet
+	// samples.
+	p.prefetch(p.unet)
+	vaeReady := p.prefetchAsync(p.vae)
 	latent, err := p.sample(ctx, r, cond, y)
 	if err != nil {
 		return nil, err
@@ -448,6 +453,7 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	res.Timings.Sampling = time.Since(t1)
 	res.Timings.PerStep = res.Timings.Sampling / time.Duration(r.Steps)
 	p.releasePacked(p.unet)
+	<-vaeReady
 
 	t2 := time.Now()
 	f := p.vae.Config.Factor()
@@ -461,11 +467,43 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	return res, nil
 }
 
+// prefetch copies net's weights to a GPU backend's memory in one batch (see
+// tensor.PrefetchWeights); a failure only leaves them to their first use.
+func (p *Pipeline) prefetch(net any) {
+	if net == nil {
+		return
+	}
+	if err := tensor.PrefetchWeights(p.be, nn.Weights(net)); err != nil {
+		p.log.Warn("weight prefetch failed; weights upload on first use", "err", err)
+	}
+}
+
+// prefetchAsync is prefetch in a goroutine; the channel closes when it is
+// done. Nothing starts on a backend without device memory.
+func (p *Pipeline) prefetchAsync(net any) <-chan struct{} {
+	done := make(chan struct{})
+	if _, ok := p.be.(tensor.WeightPrefetcher); !ok {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		p.prefetch(net)
+	}()
+	return done
+}
+
 // releasePacked drops the CPU backend's packed copies of net's weights
 // when its phase of a generation is over (unless Options.KeepPackedWeights),
-// and lets the Go heap give back what the phase's activations used.
+// and lets the Go heap (and a GPU backend's activation pool) give back what
+// the phase's activations used.
 func (p *Pipeline) releasePacked(net any) {
 	tensor.TrimPool()
+	if t, ok := p.be.(interface{ TrimPool() (int64, error) }); ok {
+		if _, err := t.TrimPool(); err != nil {
+			p.log.Warn("freeing idle device activations failed", "err", err)
+		}
+	}
 	if _, ok := p.be.(*tensor.CPU); !ok || p.keep || net == nil {
 		return
 	}
@@ -576,7 +614,20 @@ func (p *Pipeline) sample(ctx context.Context, r Request, cond, y *tensor.Tensor
 	for i := range x {
 		x[i] *= float32(sigmas[0])
 	}
-	denoise := p.denoiserY(cond, y, h, w, float32(r.CFG))
+	// The text context is read by every step: on a device backend it
+	// crosses once, here.
+	dev := tensor.OnDevice(p.ops)
+	condD, err := tensor.Upload(dev, cond)
+	if err != nil {
+		return nil, err
+	}
+	defer tensor.ReleaseUploaded(condD, cond)
+	yD, err := tensor.Upload(dev, y)
+	if err != nil {
+		return nil, err
+	}
+	defer tensor.ReleaseUploaded(yD, y)
+	denoise := p.denoiserY(condD, yD, h, w, float32(r.CFG))
 	start := time.Now()
 	progress := func(step, total int) {
 		if r.Progress != nil {
@@ -615,7 +666,7 @@ func (p *Pipeline) denoiserY(cond, y *tensor.Tensor, h, w int, cfg float32) samp
 		for i := range ts {
 			ts[i] = t
 		}
-		eps, err := p.unet.ForwardADM(p.ops, in, ts, cond, y)
+		eps, err := p.unet.ForwardADM(p.ops, in, ts, cond, y) // cond and y: on the device already, if there is one
 		tensor.Release(in)
 		if err != nil {
 			return nil, err

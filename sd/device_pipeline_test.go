@@ -1,0 +1,74 @@
+package sd
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/gosd/gosd/sd/internal/devtest"
+	"github.com/gosd/gosd/sd/internal/testckpt"
+	"github.com/gosd/gosd/sd/nn"
+	"github.com/gosd/gosd/sd/tensor"
+)
+
+// TestDevicePipeline generates on a device backend (devtest over the CPU
+// backend, as the CUDA backend is driven) and checks what the pipeline owes
+// a GPU: the CPU backend's pixels; the UNet's weights prefetched before
+// sampling and the VAE's during it; a sampling step that hands no host
+// activation to any op and crosses to the device and back only for the
+// latents; the text context uploaded once; nothing left allocated.
+func TestDevicePipeline(t *testing.T) {
+	backendFactories["devtest"] = func(o backendOpts) (tensor.Backend, error) {
+		return devtest.New(tensor.NewCPU()), nil
+	}
+	t.Cleanup(func() { delete(backendFactories, "devtest") })
+	path := testckpt.Tiny(t, "single", tensor.F32)
+	r := Request{Prompt: "a red fox", Negative: "blurry", Width: 24, Height: 16, Steps: 4, Seed: 3, Sampler: "euler"}
+
+	cpu, err := Load(context.Background(), path, Options{Tokenizer: tinyTokenizer(t), Precision: "f32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	want := nrgba(gen(t, cpu, r).Image)
+
+	p, err := Load(context.Background(), path, Options{Tokenizer: tinyTokenizer(t), Backend: "devtest", Profile: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dev := p.Backend().(*devtest.Backend)
+	var mu sync.Mutex
+	var at []devtest.Stats // the counters at each progress report
+	r.Progress = func(Progress) {
+		mu.Lock()
+		at = append(at, dev.Stats())
+		mu.Unlock()
+	}
+	if got := nrgba(gen(t, p, r).Image); string(got) != string(want) {
+		t.Error("the device backend's pixels differ from the CPU backend's")
+	}
+	end := dev.Stats()
+	if end.Live != 0 {
+		t.Errorf("%d device tensors left allocated after the generation", end.Live)
+	}
+	nu, nv := len(nn.Weights(p.unet)), len(nn.Weights(p.vae))
+	if len(end.Prefetch) != 2 || end.Prefetch[0] != nu || end.Prefetch[1] != nv {
+		t.Errorf("prefetched %v weights, want the UNet's %d then the VAE's %d", end.Prefetch, nu, nv)
+	}
+	if end.Trims == 0 {
+		t.Error("the device activation pool was never trimmed between phases")
+	}
+	if len(at) < 3 {
+		t.Fatalf("%d progress reports for %d steps", len(at), r.Steps)
+	}
+	for i := 1; i < len(at); i++ {
+		a, b := at[i-1], at[i]
+		step := [4]int{b.ToDevice - a.ToDevice, b.ToHost - a.ToHost, b.HostInput - a.HostInput, b.HostOut - a.HostOut}
+		// Per step: the latents and the timestep embedding go up, eps comes back.
+		if step != [4]int{2, 1, 0, 0} || b.Live != 1 {
+			t.Errorf("step %d: [uploads, copies back, host inputs, host outputs] %v with %d tensors live; want [2 1 0 0], "+
+				"only the text context live", i+1, step, b.Live)
+		}
+	}
+}
