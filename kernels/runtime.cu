@@ -78,6 +78,13 @@ extern "C" int sd_cuda_runtime_version(int *runtime, int *driver, char *msg, siz
     return rc;
 }
 
+extern "C" int sd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, char *msg, size_t msglen) {
+    if (free_bytes == nullptr || total_bytes == nullptr) {
+        return fail(msg, msglen, SD_CUDA_EINVAL, "mem_info: NULL argument");
+    }
+    return cuda_status(cudaMemGetInfo(free_bytes, total_bytes), "mem_info", msg, msglen);
+}
+
 extern "C" int sd_cuda_malloc(void **ptr, size_t bytes, char *msg, size_t msglen) {
     if (ptr == nullptr) {
         return fail(msg, msglen, SD_CUDA_EINVAL, "malloc: ptr is NULL");
@@ -179,6 +186,14 @@ extern "C" int sd_cuda_event_destroy(void *ev, char *msg, size_t msglen) {
 extern "C" int sd_cuda_event_record(void *ev, sd_cuda_stream s, char *msg, size_t msglen) {
     return cuda_status(cudaEventRecord(static_cast<cudaEvent_t>(ev), static_cast<cudaStream_t>(s)),
                        "event_record", msg, msglen);
+}
+
+extern "C" int sd_cuda_stream_wait_event(sd_cuda_stream s, void *ev, char *msg, size_t msglen) {
+    if (ev == nullptr) {
+        return fail(msg, msglen, SD_CUDA_EINVAL, "stream_wait_event: NULL event");
+    }
+    return cuda_status(cudaStreamWaitEvent(static_cast<cudaStream_t>(s), static_cast<cudaEvent_t>(ev), 0),
+                       "stream_wait_event", msg, msglen);
 }
 
 extern "C" int sd_cuda_event_elapsed(float *ms, void *start, void *end, char *msg, size_t msglen) {

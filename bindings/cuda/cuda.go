@@ -157,6 +157,15 @@ func Versions() (runtime, driver int, err error) {
 	return int(r), int(d), err
 }
 
+// MemInfo returns the free and total memory of the current device.
+func MemInfo() (free, total int64, err error) {
+	var m msgBuf
+	var f, t C.size_t
+	p, l := m.c()
+	err = m.err("mem_info", C.sd_cuda_mem_info(&f, &t, p, l))
+	return int64(f), int64(t), err
+}
+
 // Malloc allocates bytes of device memory (the zero Ptr for 0 bytes).
 func Malloc(bytes int) (Ptr, error) {
 	var m msgBuf
@@ -286,6 +295,14 @@ func (e *Event) Record(s *Stream) error {
 	var m msgBuf
 	p, l := m.c()
 	return m.err("event_record", C.sd_cuda_event_record(e.e, s.s, p, l))
+}
+
+// Wait makes the work queued on s after this call start once the work
+// recorded in e is done (a device-side wait; the host does not block).
+func (s *Stream) Wait(e *Event) error {
+	var m msgBuf
+	p, l := m.c()
+	return m.err("stream_wait_event", C.sd_cuda_stream_wait_event(s.s, e.e, p, l))
 }
 
 // Elapsed waits for end and returns the milliseconds between start and end.

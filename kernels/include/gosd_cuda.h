@@ -62,6 +62,8 @@ int sd_cuda_device_info(int dev, char *name, size_t namelen, int *major, int *mi
 /* sd_cuda_runtime_version: CUDA runtime and driver versions (1000*major + 10*minor). */
 int sd_cuda_runtime_version(int *runtime, int *driver, char *msg, size_t msglen);
 
+/* sd_cuda_mem_info: free and total memory of the current device. */
+int sd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, char *msg, size_t msglen);
 int sd_cuda_malloc(void **ptr, size_t bytes, char *msg, size_t msglen);
 int sd_cuda_free(void *ptr, char *msg, size_t msglen);
 /* Host buffers may be pageable; h2d returns once src may be reused, d2h once dst is filled. */
@@ -83,6 +85,9 @@ int sd_cuda_event_create(void **ev, char *msg, size_t msglen);
 int sd_cuda_event_destroy(void *ev, char *msg, size_t msglen);
 int sd_cuda_event_record(void *ev, sd_cuda_stream s, char *msg, size_t msglen);
 int sd_cuda_event_elapsed(float *ms, void *start, void *end, char *msg, size_t msglen);
+/* sd_cuda_stream_wait_event: work queued on s after this call starts once the
+ * work recorded in ev (on another stream) is done; the host does not wait. */
+int sd_cuda_stream_wait_event(sd_cuda_stream s, void *ev, char *msg, size_t msglen);
 
 /* sd_cuda_blas_create: a cuBLASLt handle with a device workspace of workspace_bytes. */
 int sd_cuda_blas_create(sd_cuda_blas **h, size_t workspace_bytes, char *msg, size_t msglen);

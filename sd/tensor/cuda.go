@@ -33,23 +33,33 @@ import (
 // allocation. Weights must not be modified after their first use (they are
 // read-only by the Tensor contract); ReleaseWeights drops the cache.
 //
-// TODO: activations make a host round trip on every call (upload the inputs,
-// run, download the result), which bounds speed by PCIe bandwidth. Keeping
-// them on the device needs a device-storage field on Tensor; see the proposal
-// in bench/gpu/README.md.
+// CUDA is a DeviceBackend: tensors from Alloc and ToDevice live in device
+// memory, and models that wrap it with OnDevice (the UNet, the KL VAE) keep
+// every intermediate there, so a UNet evaluation uploads its inputs once,
+// queues its kernels on one stream without waiting for them, and waits only
+// when the result is copied back. Host activations still work: an op uploads
+// them, and downloads a host destination, per call. Device activations come
+// from a caching pool of power-of-two blocks (the arena): after the first
+// step at a given size no call allocates device memory, which would make the
+// host wait for the device.
 //
 // A CUDA value is safe for concurrent use; calls are serialised on one stream.
 type CUDA struct {
-	mu      sync.Mutex
-	device  int
-	name    string
-	stream  *cuda.Stream
-	blas    *cuda.Blas
-	attn    DType
-	weights map[weightKey]devWeight
-	wbytes  int64
-	free    map[int][]cuda.Ptr // idle scratch buffers by size class
-	class   map[cuda.Ptr]int   // size class of every scratch buffer
+	mu                  sync.Mutex
+	device              int
+	name                string
+	stream              *cuda.Stream
+	blas                *cuda.Blas
+	attn                DType
+	weights             map[weightKey]devWeight
+	wbytes              int64
+	free                map[int][]cuda.Ptr // idle scratch buffers by size class
+	class               map[cuda.Ptr]int   // size class of every scratch buffer
+	live                int                // device tensors not yet freed
+	poolBytes, peakPool int64              // device memory of the activation and scratch pool, now and at most
+	batches             []*prefetchBatch   // blocks of prefetched weights
+	pmu                 sync.Mutex         // one PrefetchWeights at a time
+	copy                *cuda.Stream       // PrefetchWeights' upload stream, made on first use
 }
 
 type weightKey struct {
@@ -59,8 +69,254 @@ type weightKey struct {
 }
 
 type devWeight struct {
-	ptr  cuda.Ptr
-	host any // the host slice, kept alive while cached
+	ptr   cuda.Ptr
+	host  any            // the host slice, kept alive while cached
+	batch *prefetchBatch // the PrefetchWeights call that uploaded it, else nil
+}
+
+// prefetchBatch is one PrefetchWeights call: its weights share one device
+// block, and ev marks the end of their uploads on the copy stream.
+type prefetchBatch struct {
+	block  cuda.Ptr
+	ev     *cuda.Event
+	waited bool // the compute stream already waits for ev
+}
+
+// weightOf returns the cache key, the host slice and the size of w.
+func weightOf(w *Tensor) (weightKey, any, int) {
+	if w.DType == F32 {
+		return weightKey{uintptr(unsafe.Pointer(unsafe.SliceData(w.F32))), len(w.F32), F32}, w.F32, 4 * len(w.F32)
+	}
+	return weightKey{uintptr(unsafe.Pointer(unsafe.SliceData(w.Half))), len(w.Half), w.DType}, w.Half, 2 * len(w.Half)
+}
+
+// PrefetchWeights uploads those of ws that are not on the device yet, in
+// their stored dtype, into one device block on a copy stream of its own, so
+// that the copies overlap whatever the compute stream is running (the
+// pipeline prefetches the VAE while the UNet samples). The first op that
+// uses one of them makes the compute stream wait for the batch on the device;
+// the host never waits. It may run in a goroutine beside ops on c; a weight
+// that an op uploads meanwhile keeps that op's copy.
+func (c *CUDA) PrefetchWeights(ws []*Tensor) error {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cuda.SetDevice(c.device); err != nil {
+		return err
+	}
+	type item struct {
+		key  weightKey
+		host any
+		off  int
+	}
+	var items []item
+	seen := map[weightKey]bool{}
+	total := 0
+	c.mu.Lock()
+	for _, w := range ws {
+		if w == nil || checkWeight("prefetch", w, false) != nil {
+			continue
+		}
+		key, host, bytes := weightOf(w)
+		if _, ok := c.weights[key]; ok || seen[key] || bytes == 0 {
+			continue
+		}
+		seen[key] = true
+		items = append(items, item{key, host, total})
+		total += (bytes + 255) &^ 255 // 256-byte aligned, as cudaMalloc's blocks
+	}
+	c.mu.Unlock()
+	if len(items) == 0 {
+		return nil
+	}
+	if c.copy == nil {
+		s, err := cuda.NewStream()
+		if err != nil {
+			return fmt.Errorf("tensor.CUDA: prefetch: %w", err)
+		}
+		c.copy = s
+	}
+	block, err := cuda.Malloc(total)
+	if err != nil {
+		return fmt.Errorf("tensor.CUDA: prefetch of %d MiB of weights: %w", total>>20, err)
+	}
+	ev, err := cuda.NewEvent()
+	for _, it := range items {
+		if err == nil {
+			err = c.copy.Upload(block+cuda.Ptr(it.off), it.host)
+		}
+	}
+	if err == nil {
+		err = ev.Record(c.copy)
+	}
+	if err != nil {
+		if ev != nil {
+			c.copy.Sync()
+			ev.Close()
+		}
+		cuda.Free(block)
+		return fmt.Errorf("tensor.CUDA: prefetch: %w", err)
+	}
+	b := &prefetchBatch{block: block, ev: ev}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batches = append(c.batches, b)
+	for _, it := range items {
+		if _, ok := c.weights[it.key]; ok {
+			continue // an op uploaded it meanwhile; its slot in the block stays unused
+		}
+		c.weights[it.key] = devWeight{ptr: block + cuda.Ptr(it.off), host: it.host, batch: b}
+		c.wbytes += int64(it.key.n * it.key.dt.Size())
+	}
+	return nil
+}
+
+// cudaStorage is an activation in device memory, a block of c's pool.
+type cudaStorage struct {
+	c     *CUDA
+	ptr   cuda.Ptr
+	freed bool // guarded by c.mu
+}
+
+func (s *cudaStorage) Owner() DeviceBackend { return s.c }
+
+// Free hands the block back to the pool. Work queued on the stream that
+// reads the block still runs first: the next owner's kernels queue after it.
+func (s *cudaStorage) Free() {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	s.freeLocked()
+}
+
+func (s *cudaStorage) freeLocked() {
+	if s.freed {
+		return
+	}
+	s.freed = true
+	s.c.live--
+	if s.c.class != nil {
+		s.c.release(s.ptr)
+	}
+}
+
+// Alloc returns an F32 tensor in device memory from the pool; its contents
+// are unspecified.
+func (c *CUDA) Alloc(shape ...int) (*Tensor, error) {
+	unlock := c.begin()
+	defer unlock()
+	return c.alloc(shape)
+}
+
+func (c *CUDA) alloc(shape []int) (*Tensor, error) {
+	p, err := c.scratch(4 * Numel(shape))
+	if err != nil {
+		return nil, &OpError{Op: "alloc", Shapes: [][]int{shape}, Err: ErrBackend, Detail: err.Error()}
+	}
+	s := &cudaStorage{c: c, ptr: p}
+	c.live++
+	// A tensor dropped without Release gives its block back when collected.
+	runtime.SetFinalizer(s, (*cudaStorage).Free)
+	return &Tensor{Shape: append([]int(nil), shape...), DType: F32, Dev: s}, nil
+}
+
+// ToDevice copies the F32 host tensor t into a new device tensor.
+func (c *CUDA) ToDevice(t *Tensor) (*Tensor, error) {
+	if t == nil || t.Dev != nil || t.DType != F32 || len(t.F32) != t.Numel() {
+		return nil, &OpError{Op: "to_device", Err: ErrDType, Detail: "want an f32 host tensor"}
+	}
+	unlock := c.begin()
+	defer unlock()
+	d, err := c.alloc(t.Shape)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.stream.Upload(d.Dev.(*cudaStorage).ptr, t.F32); err != nil {
+		d.Dev.(*cudaStorage).freeLocked()
+		return nil, &OpError{Op: "to_device", Shapes: [][]int{t.Shape}, Err: ErrBackend, Detail: err.Error()}
+	}
+	return d, nil
+}
+
+// ToHost waits for the work queued on c's stream, then copies the device
+// tensor t into dst.
+func (c *CUDA) ToHost(dst []float32, t *Tensor) error {
+	unlock := c.begin()
+	defer unlock()
+	p, err := c.owned(t)
+	if err == nil && len(dst) != t.Numel() {
+		err = fmt.Errorf("%d values into a slice of %d", t.Numel(), len(dst))
+	}
+	if err == nil {
+		err = c.stream.Download(dst, p)
+	}
+	if err != nil {
+		return &OpError{Op: "to_host", Shapes: [][]int{t.Shape}, Err: ErrBackend, Detail: err.Error()}
+	}
+	return nil
+}
+
+// TrimPool frees the idle blocks of the activation pool (the pipeline calls
+// it between the UNet and VAE phases, whose block sizes differ) and returns
+// their bytes. Freeing waits for the device.
+func (c *CUDA) TrimPool() (int64, error) {
+	unlock := c.begin()
+	defer unlock()
+	var n int64
+	var first error
+	for sc, l := range c.free {
+		for _, p := range l {
+			if err := cuda.Free(p); err != nil && first == nil {
+				first = err
+			}
+			delete(c.class, p)
+			n += int64(sc)
+			c.poolBytes -= int64(sc)
+		}
+		delete(c.free, sc)
+	}
+	return n, first
+}
+
+// MemoryStats is where a CUDA backend's device memory goes.
+type MemoryStats struct {
+	Weights   int64 // cached weights
+	Pool      int64 // the activation and scratch pool, idle blocks included
+	PeakPool  int64 // the most Pool has held
+	DeviceUse int64 // in use on the whole device (cudaMemGetInfo: total - free), any process
+	Total     int64 // the device's memory
+}
+
+// Memory reports c's device memory use.
+func (c *CUDA) Memory() (MemoryStats, error) {
+	unlock := c.begin()
+	defer unlock()
+	free, total, err := cuda.MemInfo()
+	return MemoryStats{Weights: c.wbytes, Pool: c.poolBytes, PeakPool: c.peakPool, DeviceUse: total - free,
+		Total: total}, err
+}
+
+// LiveTensors is the number of device tensors allocated and not yet freed.
+func (c *CUDA) LiveTensors() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live
+}
+
+// owned returns the memory of the device tensor t if c owns it and it has
+// not been freed; c.mu is held.
+func (c *CUDA) owned(t *Tensor) (cuda.Ptr, error) {
+	s, ok := t.Dev.(*cudaStorage)
+	switch {
+	case !ok || s.c != c:
+		return 0, fmt.Errorf("%w: tensor %s lives in the memory of %s, not %s", ErrBackend,
+			ShapeString(t.Shape), t.Dev.Owner().Name(), c.name)
+	case s.freed:
+		return 0, fmt.Errorf("%w: device tensor %s used after its release", ErrBackend, ShapeString(t.Shape))
+	case t.DType != F32:
+		return 0, fmt.Errorf("%w: device tensors are f32", ErrDType)
+	}
+	return s.ptr, nil
 }
 
 // blasWorkspace is cuBLASLt's scratch space; 32 MiB is what NVIDIA
@@ -130,15 +386,27 @@ func (c *CUDA) WeightBytes() int64 {
 
 // ReleaseWeights frees every cached device copy of a weight.
 func (c *CUDA) ReleaseWeights() error {
+	c.pmu.Lock() // no prefetch in flight
+	defer c.pmu.Unlock()
 	unlock := c.begin()
 	defer unlock()
 	var first error
-	for k, w := range c.weights {
-		if err := cuda.Free(w.ptr); err != nil && first == nil {
+	keep := func(err error) {
+		if err != nil && first == nil {
 			first = err
+		}
+	}
+	for k, w := range c.weights {
+		if w.batch == nil {
+			keep(cuda.Free(w.ptr))
 		}
 		delete(c.weights, k)
 	}
+	for _, b := range c.batches {
+		keep(cuda.Free(b.block)) // cudaFree waits for the copies into it
+		keep(b.ev.Close())
+	}
+	c.batches = nil
 	c.wbytes = 0
 	return first
 }
@@ -153,12 +421,18 @@ func (c *CUDA) Close() error {
 			err = e
 		}
 	}
-	c.class, c.free = map[cuda.Ptr]int{}, map[int][]cuda.Ptr{}
+	c.class, c.free, c.poolBytes = map[cuda.Ptr]int{}, map[int][]cuda.Ptr{}, 0
 	if e := c.blas.Close(); e != nil && err == nil {
 		err = e
 	}
 	if e := c.stream.Close(); e != nil && err == nil {
 		err = e
+	}
+	if c.copy != nil {
+		if e := c.copy.Close(); e != nil && err == nil {
+			err = e
+		}
+		c.copy = nil
 	}
 	return err
 }
@@ -198,6 +472,8 @@ func (c *CUDA) scratch(bytes int) (cuda.Ptr, error) {
 		return 0, err
 	}
 	c.class[p] = sc
+	c.poolBytes += int64(sc)
+	c.peakPool = max(c.peakPool, c.poolBytes)
 	return p, nil
 }
 
@@ -210,11 +486,52 @@ func (c *CUDA) release(ps ...cuda.Ptr) {
 	}
 }
 
-// call collects the scratch buffers of one op so they can be released together.
+// call collects the scratch buffers of one op so they can be released
+// together, and the host destinations to fill when it has run.
 type call struct {
 	c    *CUDA
 	bufs []cuda.Ptr
+	outs []pendingOut
 	err  error
+}
+
+type pendingOut struct {
+	dst []float32
+	src cuda.Ptr
+}
+
+// in returns the device address of the activation t: its own memory for a
+// device tensor of c, else a scratch copy uploaded for this call.
+func (k *call) in(t *Tensor) cuda.Ptr {
+	if t.Dev != nil {
+		return k.own(t)
+	}
+	return k.upload(t.F32)
+}
+
+// out returns where the op writes the activation t: its own memory for a
+// device tensor of c, else a scratch buffer that done copies into t.F32.
+func (k *call) out(t *Tensor) cuda.Ptr {
+	if t.Dev != nil {
+		return k.own(t)
+	}
+	p := k.alloc(4 * len(t.F32))
+	if k.err == nil {
+		k.outs = append(k.outs, pendingOut{t.F32, p})
+	}
+	return p
+}
+
+// own returns the memory of the device tensor t, which c must own.
+func (k *call) own(t *Tensor) cuda.Ptr {
+	if k.err != nil {
+		return 0
+	}
+	p, err := k.c.owned(t)
+	if err != nil {
+		k.err = err
+	}
+	return p
 }
 
 // upload copies an F32 activation into a fresh scratch buffer.
@@ -251,18 +568,17 @@ func (k *call) weight(w *Tensor) (cuda.Ptr, cuda.DType) {
 	if w == nil || k.err != nil {
 		return 0, cuda.F32
 	}
-	var key weightKey
-	var host any
-	var bytes int
-	if w.DType == F32 {
-		key = weightKey{uintptr(unsafe.Pointer(unsafe.SliceData(w.F32))), len(w.F32), F32}
-		host, bytes = w.F32, 4*len(w.F32)
-	} else {
-		key = weightKey{uintptr(unsafe.Pointer(unsafe.SliceData(w.Half))), len(w.Half), w.DType}
-		host, bytes = w.Half, 2*len(w.Half)
-	}
+	key, host, bytes := weightOf(w)
 	dt := cuda.DType(w.DType)
 	if d, ok := k.c.weights[key]; ok {
+		if b := d.batch; b != nil && !b.waited {
+			// A prefetched weight: the compute stream waits (on the device)
+			// for the copy stream's uploads of its batch.
+			b.waited = true
+			if err := k.c.stream.Wait(b.ev); err != nil {
+				k.err = err
+			}
+		}
 		return d.ptr, dt
 	}
 	p, err := cuda.Malloc(bytes)
@@ -280,16 +596,23 @@ func (k *call) weight(w *Tensor) (cuda.Ptr, cuda.DType) {
 	return p, dt
 }
 
-// done releases the call's buffers and wraps a failure as an *OpError.
+// done copies host destinations back, releases the call's buffers and
+// wraps a failure as an *OpError.
 func (k *call) done(op string, w *Tensor, ts ...*Tensor) error {
+	for _, o := range k.outs {
+		k.download(o.dst, o.src)
+	}
 	k.c.release(k.bufs...)
 	if k.err == nil {
 		return nil
 	}
 	kind := ErrBackend
 	var ce *cuda.Error
-	if errors.As(k.err, &ce) && ce.Status == cuda.StatusInvalid {
+	switch {
+	case errors.As(k.err, &ce) && ce.Status == cuda.StatusInvalid:
 		kind = ErrShape
+	case errors.Is(k.err, ErrDType):
+		kind = ErrDType
 	}
 	e := &OpError{Op: op, Shapes: shapes(ts...), Err: kind, Detail: k.err.Error()}
 	if w != nil {
@@ -309,8 +632,8 @@ func (c *CUDA) Linear(y, x, w, b *Tensor) error {
 	m := x.Numel() / kk
 	wd, wdt := k.weight(w)
 	bd, bdt := k.weight(b)
-	xd := k.upload(x.F32)
-	yd := k.alloc(4 * m * n)
+	xd := k.in(x)
+	yd := k.out(y)
 	var xs cuda.Ptr
 	if wdt != cuda.F32 {
 		xs = k.alloc(2 * m * kk)
@@ -318,7 +641,6 @@ func (c *CUDA) Linear(y, x, w, b *Tensor) error {
 	if k.err == nil {
 		k.err = c.blas.Linear(c.stream, wdt, yd, xd, wd, bd, bdt, xs, m, n, kk)
 	}
-	k.download(y.F32, yd)
 	return k.done("linear", w, x, w, b, y)
 }
 
@@ -330,12 +652,11 @@ func (c *CUDA) MatMul(y, a, b *Tensor) error {
 	defer unlock()
 	k := &call{c: c}
 	m, kk, n := a.Shape[0], a.Shape[1], b.Shape[1]
-	ad, bd := k.upload(a.F32), k.upload(b.F32)
-	yd := k.alloc(4 * m * n)
+	ad, bd := k.in(a), k.in(b)
+	yd := k.out(y)
 	if k.err == nil {
 		k.err = c.blas.MatMul(c.stream, yd, ad, bd, m, kk, n)
 	}
-	k.download(y.F32, yd)
 	return k.done("matmul", nil, a, b, y)
 }
 
@@ -348,15 +669,14 @@ func (c *CUDA) Conv2D(y, x, w, b *Tensor, p Conv2DParams) error {
 	k := &call{c: c}
 	wd, wdt := k.weight(w)
 	bd, bdt := k.weight(b)
-	xd := k.upload(x.F32)
-	yd := k.alloc(4 * y.Numel())
+	xd := k.in(x)
+	yd := k.out(y)
 	sh := cuda.ConvShape{B: x.Shape[0], C: x.Shape[1], H: x.Shape[2], W: x.Shape[3], O: w.Shape[0],
 		KH: w.Shape[2], KW: w.Shape[3], Stride: p.Stride,
 		PadTop: p.PadTop, PadLeft: p.PadLeft, PadBottom: p.PadBottom, PadRight: p.PadRight}
 	if k.err == nil {
 		k.err = c.stream.Conv2D(wdt, yd, xd, wd, bd, bdt, sh)
 	}
-	k.download(y.F32, yd)
 	return k.done("conv2d", w, x, w, b, y)
 }
 
@@ -373,11 +693,18 @@ func (c *CUDA) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, sil
 	bs, ch := x.Shape[0], x.Shape[1]
 	gd, gdt := k.weight(gamma)
 	bd, bdt := k.weight(beta)
-	xd := k.upload(x.F32)
-	if k.err == nil { // in place on the device copy of x
-		k.err = c.stream.GroupNorm(xd, xd, gd, gdt, bd, bdt, bs, ch, x.Numel()/(bs*ch), groups, eps, silu)
+	xd := k.in(x)
+	yd := xd // in place on the device copy of a host x
+	if x.Dev == nil && y.Dev == nil {
+		if k.err == nil {
+			k.outs = append(k.outs, pendingOut{y.F32, xd})
+		}
+	} else {
+		yd = k.out(y)
 	}
-	k.download(y.F32, xd)
+	if k.err == nil {
+		k.err = c.stream.GroupNorm(yd, xd, gd, gdt, bd, bdt, bs, ch, x.Numel()/(bs*ch), groups, eps, silu)
+	}
 	return k.done("group_norm", gamma, x, gamma, beta)
 }
 
@@ -394,11 +721,18 @@ func (c *CUDA) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
 	ch := x.Dim(-1)
 	gd, gdt := k.weight(gamma)
 	bd, bdt := k.weight(beta)
-	xd := k.upload(x.F32)
-	if k.err == nil {
-		k.err = c.stream.LayerNorm(xd, xd, gd, gdt, bd, bdt, x.Numel()/ch, ch, eps)
+	xd := k.in(x)
+	yd := xd // in place on the device copy of a host x
+	if x.Dev == nil && y.Dev == nil {
+		if k.err == nil {
+			k.outs = append(k.outs, pendingOut{y.F32, xd})
+		}
+	} else {
+		yd = k.out(y)
 	}
-	k.download(y.F32, xd)
+	if k.err == nil {
+		k.err = c.stream.LayerNorm(yd, xd, gd, gdt, bd, bdt, x.Numel()/ch, ch, eps)
+	}
 	return k.done("layer_norm", gamma, x, gamma, beta)
 }
 
@@ -417,17 +751,16 @@ func (c *CUDA) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
 	unlock := c.begin()
 	defer unlock()
 	kc := &call{c: c}
-	qd, kd, vd := kc.upload(q.F32), kc.upload(k.F32), kc.upload(v.F32)
+	qd, kd, vd := kc.in(q), kc.in(k), kc.in(v)
+	yd := kc.out(y)
 	dt := c.attn
 	if d > cuda.AttentionMaxD() {
 		dt = F32
 	}
 	if dt == F32 {
-		yd := kc.alloc(4 * y.Numel())
 		if kc.err == nil {
 			kc.err = c.stream.Attention(cuda.F32, yd, qd, kd, vd, bs, lq, lk, heads, d, causal)
 		}
-		kc.download(y.F32, yd)
 		return kc.done("attention", nil, q, k, v)
 	}
 	hdt := cuda.DType(dt)
@@ -445,14 +778,13 @@ func (c *CUDA) Attention(y, q, k, v *Tensor, heads int, causal bool) error {
 		kc.err = c.stream.Attention(hdt, yh, qh, kh, vh, bs, lq, lk, heads, d, causal)
 	}
 	if kc.err == nil {
-		kc.err = c.stream.Cast(qd, yh, nq, hdt, cuda.F32) // q's f32 buffer is free again
+		kc.err = c.stream.Cast(yd, yh, nq, hdt, cuda.F32)
 	}
-	kc.download(y.F32, qd)
 	return kc.done("attention", nil, q, k, v)
 }
 
-// elementwise runs f on device copies of the inputs and downloads the result
-// of size ny elements into y.
+// elementwise runs f on the device addresses of the inputs and of y, which
+// holds ny elements.
 func (c *CUDA) elementwise(op string, y *Tensor, ny int, f func(yd cuda.Ptr, in []cuda.Ptr) error,
 	ins ...*Tensor) error {
 	if ny == 0 {
@@ -463,13 +795,12 @@ func (c *CUDA) elementwise(op string, y *Tensor, ny int, f func(yd cuda.Ptr, in 
 	k := &call{c: c}
 	ds := make([]cuda.Ptr, len(ins))
 	for i, t := range ins {
-		ds[i] = k.upload(t.F32)
+		ds[i] = k.in(t)
 	}
-	yd := k.alloc(4 * ny)
+	yd := k.out(y)
 	if k.err == nil {
 		k.err = f(yd, ds)
 	}
-	k.download(y.F32, yd)
 	return k.done(op, nil, append(ins, y)...)
 }
 
@@ -557,4 +888,4 @@ func (c *CUDA) Upsample2x(y, x *Tensor) error {
 	}, x)
 }
 
-var _ Backend = (*CUDA)(nil)
+var _ DeviceBackend = (*CUDA)(nil)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,17 @@ func cudaOrSkip(t testing.TB) *CUDA {
 		}
 	})
 	return c
+}
+
+// tooBigToEmulate reports, and logs, a case of more than 5e8 flops when c
+// runs on the host emulation of libgosd_cuda (kernels/emu/lib.sh), which
+// takes minutes for SD-sized products; on a GPU every case runs.
+func tooBigToEmulate(t *testing.T, c *CUDA, name string, flops float64) bool {
+	if flops <= 5e8 || !strings.Contains(c.Name(), "host emulation") {
+		return false
+	}
+	t.Logf("%s: %.2g flops, skipped under the host emulation", name, flops)
+	return true
 }
 
 func cuRand(r *rand.Rand, scale float32, shape ...int) *Tensor {
@@ -165,6 +177,9 @@ func TestCUDALinear(t *testing.T) {
 			b = cuRand(r, 1, cs.n)
 		}
 		ys := append(append([]int(nil), cs.x[:len(cs.x)-1]...), cs.n)
+		if tooBigToEmulate(t, c, fmt.Sprint(cs.x), 2*float64(Numel(cs.x))*float64(cs.n)) {
+			continue
+		}
 		for _, dt := range []DType{F32, F16, BF16} {
 			wt, bt := cuAs(w, dt), b
 			if b != nil {
@@ -223,6 +238,9 @@ func TestCUDAConv2D(t *testing.T) {
 		w := cuRand(r, float32(1/math.Sqrt(float64(ci*cs.k*cs.k))), cs.o, ci, cs.k, cs.k)
 		b := cuRand(r, 1, cs.o)
 		ho, wo := cs.p.OutSize(cs.x[2], cs.x[3], cs.k, cs.k)
+		if tooBigToEmulate(t, c, cs.name, 2*float64(cs.x[0]*cs.o*ho*wo*ci*cs.k*cs.k)) {
+			continue
+		}
 		dts := []DType{F16, BF16}
 		if Numel(cs.x) < 300000 {
 			dts = append(dts, F32) // the direct f32 kernel is slow on big shapes
@@ -316,6 +334,9 @@ func TestCUDAAttention(t *testing.T) {
 	}
 	for _, cs := range cases {
 		hd := cs.heads * cs.d
+		if tooBigToEmulate(t, c, cs.name, 4*float64(cs.b*cs.heads*cs.lq*cs.lk*cs.d)) {
+			continue
+		}
 		q, k, v := cuRand(r, 2, cs.b, cs.lq, hd), cuRand(r, 2, cs.b, cs.lk, hd), cuRand(r, 1, cs.b, cs.lk, hd)
 		want := New(cs.b, cs.lq, hd)
 		if err := cpu.Attention(want, q, k, v, cs.heads, cs.causal); err != nil {
@@ -408,6 +429,141 @@ func TestCUDAWeightCache(t *testing.T) {
 		t.Fatalf("WeightBytes after reuse = %d, want %d (uploaded again)", got, 64*32*2)
 	}
 	cuCompare(t, "linear", "cached weight", y2.F32, y1.F32, 0)
+	if err := c.ReleaseWeights(); err != nil || c.WeightBytes() != 0 {
+		t.Fatalf("ReleaseWeights: %v, %d bytes left", err, c.WeightBytes())
+	}
+}
+
+// TestCUDADeviceResident: ops on device tensors (Alloc, ToDevice) give
+// exactly what the same ops give on host tensors (the same kernels run),
+// in place where the contract allows it; a freed tensor and another
+// backend's tensor are refused with ErrBackend; nothing stays allocated.
+func TestCUDADeviceResident(t *testing.T) {
+	c := cudaOrSkip(t)
+	r := rand.New(rand.NewPCG(9, 9))
+	x := cuRand(r, 2, 2, 64, 9, 7)
+	w := cuAs(cuRand(r, 0.05, 32, 64, 3, 3), F16)
+	bias := cuAs(cuRand(r, 0.5, 32), F16)
+	gamma, beta := cuRand(r, 1, 32), cuRand(r, 1, 32)
+	lw := cuAs(cuRand(r, 0.1, 48, 32), F16)
+	dev := func(h *Tensor) *Tensor {
+		d, err := c.ToDevice(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	host := func(d *Tensor) []float32 {
+		out := make([]float32, d.Numel())
+		if err := c.ToHost(out, d); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	alloc := func(shape ...int) *Tensor {
+		d, err := c.Alloc(shape...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Host chain: conv -> group norm + SiLU -> transpose -> linear -> attention.
+	hc := New(2, 32, 9, 7)
+	must(c.Conv2D(hc, x, w, bias, Pad(1, 1)))
+	hg := New(2, 32, 9, 7)
+	must(c.GroupNorm(hg, hc, gamma, beta, 8, 1e-5, true))
+	ht := New(2, 63, 32)
+	must(c.Transpose(ht, hg.Reshape(2, 32, 63)))
+	hl := New(2, 63, 48)
+	must(c.Linear(hl, ht, lw, nil))
+	ha := New(2, 63, 48)
+	must(c.Attention(ha, hl, hl, hl, 6, false))
+	hs := New(2, 63, 48)
+	must(c.Add(hs, ha, hl))
+
+	// Device chain, in place where allowed.
+	xd := dev(x)
+	dc := alloc(2, 32, 9, 7)
+	must(c.Conv2D(dc, xd, w, bias, Pad(1, 1)))
+	must(c.GroupNorm(dc, dc, gamma, beta, 8, 1e-5, true))
+	dt := alloc(2, 63, 32)
+	must(c.Transpose(dt, dc.Reshape(2, 32, 63)))
+	dl := alloc(2, 63, 48)
+	must(c.Linear(dl, dt, lw, nil))
+	da := alloc(2, 63, 48)
+	must(c.Attention(da, dl, dl, dl, 6, false))
+	must(c.Add(da, da, dl))
+	for _, cmp := range []struct {
+		name string
+		got  *Tensor
+		want []float32
+	}{{"conv+group_norm", dc, hg.F32}, {"transpose", dt, ht.F32}, {"linear", dl, hl.F32}, {"attention+add", da, hs.F32}} {
+		cuCompare(t, "device_resident", cmp.name, host(cmp.got), cmp.want, 1e-5)
+	}
+	// A host destination from device inputs, and a device one from host inputs.
+	mixed := New(2, 63, 48)
+	must(c.Add(mixed, da, hl))
+	md := alloc(2, 63, 48)
+	must(c.Add(md, hs, hl))
+	cuCompare(t, "device_resident", "mixed host/device", mixed.F32, host(md), 1e-5)
+
+	Release(xd, dc, dt, dl, md)
+	err := c.Add(da, da, dl) // dl was freed
+	if !errors.Is(err, ErrBackend) {
+		t.Errorf("op on a freed device tensor: %v, want ErrBackend", err)
+	}
+	Release(da)
+	if n := c.LiveTensors(); n != 0 {
+		t.Errorf("%d device tensors left allocated", n)
+	}
+	other := cudaOrSkip(t) // a second backend on the same GPU owns its own memory
+	od := alloc(2, 63, 48)
+	if err := other.Add(New(2, 63, 48), od, hl); !errors.Is(err, ErrBackend) {
+		t.Errorf("op on another backend's device tensor: %v, want ErrBackend", err)
+	}
+	Release(od)
+}
+
+// TestCUDAPrefetchWeights: prefetched weights (one block, copy stream) give
+// the same result as weights uploaded on first use, are counted once, and
+// are freed with ReleaseWeights.
+func TestCUDAPrefetchWeights(t *testing.T) {
+	c := cudaOrSkip(t)
+	r := rand.New(rand.NewPCG(10, 10))
+	w1, w2 := cuAs(cuRand(r, 0.1, 64, 32), F16), cuAs(cuRand(r, 0.1, 32, 64), BF16)
+	b1 := cuRand(r, 1, 64)
+	x := cuRand(r, 1, 10, 32)
+	run := func() []float32 {
+		h, y := New(10, 64), New(10, 32)
+		if err := c.Linear(h, x, w1, b1); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Linear(y, h, w2, nil); err != nil {
+			t.Fatal(err)
+		}
+		return y.F32
+	}
+	want := run()
+	if err := c.ReleaseWeights(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PrefetchWeights([]*Tensor{w1, b1, w2, w1.Reshape(32, 64)}); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(64*32*2 + 64*4 + 32*64*2)
+	if got := c.WeightBytes(); got != size {
+		t.Errorf("WeightBytes after prefetch = %d, want %d", got, size)
+	}
+	cuCompare(t, "prefetch", "linear chain", run(), want, 0)
+	if got := c.WeightBytes(); got != size {
+		t.Errorf("WeightBytes after use = %d, want %d (uploaded again)", got, size)
+	}
 	if err := c.ReleaseWeights(); err != nil || c.WeightBytes() != 0 {
 		t.Fatalf("ReleaseWeights: %v, %d bytes left", err, c.WeightBytes())
 	}
