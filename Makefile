@@ -57,8 +57,9 @@ vet: deps
 	$(GO) vet ./...
 
 # CI has no GPU: cuda-check compiles every kernel for sm_80 and sm_90 and
-# links the cuda-tagged Go build (installing Debian's CUDA toolkit once).
-test: vet test-c test-go test-portable cuda-check
+# links the cuda-tagged Go build (installing Debian's CUDA toolkit once);
+# cuda-emu runs the kernels and the CUDA backend on a host emulation.
+test: vet test-c test-go test-portable cuda-check cuda-emu
 
 # go test runs two packages at once, each with an OpenMP team of all cores:
 # passive waiting keeps the teams from spinning against each other.

@@ -5,7 +5,8 @@
 #                          libgosd_cuda (CMake), then vet, build and link the
 #                          cuda-tagged Go code (no GPU needed)
 #   make cuda-emu          run the kernels under a host emulation (g++ only,
-#                          no toolkit or GPU) against double references
+#                          no toolkit or GPU) against double references, then
+#                          the cuda-tagged Go tests on an emulated libgosd_cuda
 #   make cuda              libgosd_cuda and bin/gosd-cuda
 #   make cuda-device-bins  the test binaries bench/gpu/run.sh runs on a GPU
 #                          machine (build/gpu, linked against libgosd_cuda.so)
@@ -58,10 +59,24 @@ cuda-check: cuda-lib
 	$(GO) test -tags cuda -count=1 -run 'NoDevice|InvalidArguments|CUDAShapeErrors' $(CUDA_GO_PKGS)
 	@echo "cuda-check: ok"
 
-# cuda-emu: kernels/emu/emu.h runs each CUDA thread as an OS thread, so the
-# kernels' tiling, masking and barriers are checked without a GPU (~2 min).
+# cuda-emu: kernels/emu/emu.h runs each CUDA thread as a fiber, so the
+# kernels' tiling, masking and barriers are checked without a GPU. Then
+# kernels/emu/lib.sh builds a libgosd_cuda.so from the emulated kernels and a
+# host runtime, and the cuda-tagged Go tests run on it: the bindings, the
+# backend ops (SD-sized cases skip: see tooBigToEmulate), device-resident
+# activations, weight prefetch, and the tiny SD 1.5 and SDXL UNets and VAE
+# against the CPU backend. No CUDA toolkit or GPU needed (~1 min).
+CUDA_EMU := build/cuda-emu
 cuda-emu:
-	kernels/emu/run.sh build/cuda-emu
+	kernels/emu/run.sh $(CUDA_EMU)
+	kernels/emu/lib.sh $(CUDA_EMU)
+	LD_LIBRARY_PATH=$(CURDIR)/$(CUDA_EMU)/lib CGO_LDFLAGS="-L$(CURDIR)/$(CUDA_EMU)/lib" \
+	  $(GO) test -tags cuda,cudashared -count=1 -timeout 20m \
+	  -run '^Test(NoDeviceError|InvalidArguments|CastExact|.*Guarded)$$|^TestCUDA' \
+	  ./bindings/cuda ./sd/tensor
+	set -o pipefail; LD_LIBRARY_PATH=$(CURDIR)/$(CUDA_EMU)/lib CGO_LDFLAGS="-L$(CURDIR)/$(CUDA_EMU)/lib" \
+	  $(GO) test -tags cuda,cudashared -count=1 -timeout 20m -v -run '^TestCUDA(UNet|VAE)Tiny$$' ./sd/unet \
+	  | grep -E '^(---|ok|FAIL|PASS)|cuda_test'
 
 cuda: cuda-lib
 	@mkdir -p bin
@@ -74,5 +89,6 @@ cuda-device-bins: cuda-lib
 	@mkdir -p $(CUDA_GPU_BINS)/lib
 	$(GO) test -tags cuda,cudashared -c -ldflags='-s -w' -o $(CUDA_GPU_BINS)/tensor.test ./sd/tensor
 	$(GO) test -tags cuda,cudashared -c -ldflags='-s -w' -o $(CUDA_GPU_BINS)/cuda.test ./bindings/cuda
+	$(GO) test -tags cuda,cudashared -c -ldflags='-s -w' -o $(CUDA_GPU_BINS)/unet.test ./sd/unet
 	@cp -L $$(gcc -print-file-name=libgomp.so.1) $(CUDA_GPU_BINS)/lib/
 	@ls -la $(CUDA_GPU_BINS) $(CUDA_GPU_BINS)/lib
