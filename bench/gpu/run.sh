@@ -41,14 +41,21 @@ gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 nvcc_v=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | head -1)
 log "gpu: $gpu; nvcc: ${nvcc_v:-missing}; cmake: $(cmake --version 2>/dev/null | head -1)"
-for b in cuda.test tensor.test; do
+for b in cuda.test tensor.test unet.test; do
 	[ -x "$BINS/$b" ] || { log "missing $BINS/$b: run 'make -f cuda.mk cuda-device-bins' on the Go machine"; exit 2; }
 done
 
 # 2. Build libgosd_cuda.so with this machine's CUDA.
+#    GOSD_CUDA_LIB_DIR names a ready library instead (the host emulation of
+#    kernels/emu/lib.sh, to rehearse this script on a machine without a GPU;
+#    set GOSD_GPU_SD15=0 there, the full-size model is far too slow for it).
 lib_status=failed
 tb=$(date +%s)
-if cmake -S "$ROOT/kernels" -B "$LIBDIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" \
+if [ -n "${GOSD_CUDA_LIB_DIR:-}" ]; then
+	LIBDIR=$GOSD_CUDA_LIB_DIR
+	[ -f "$LIBDIR/libgosd_cuda.so" ] && lib_status=ok
+	echo "using $LIBDIR/libgosd_cuda.so" >"$OUT/cmake.log"
+elif cmake -S "$ROOT/kernels" -B "$LIBDIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" \
 	>"$OUT/cmake.log" 2>&1 && cmake --build "$LIBDIR" -j"$(nproc)" >>"$OUT/cmake.log" 2>&1; then
 	lib_status=ok
 fi
@@ -88,7 +95,8 @@ run_each() { # log bin pkgdir list-pattern timeout-per-test
 }
 rc_kern=$(run_each test_kernels cuda.test bindings/cuda '^Test' 120s)
 rc_back=$(run_each test_backend tensor.test sd/tensor '^TestCUDA' 240s)
-log "tests: kernels rc=$rc_kern, backend rc=$rc_back"
+rc_model=$(run_each test_model unet.test sd/unet '^TestCUDA(UNet|VAE)Tiny$' 180s)
+log "tests: kernels rc=$rc_kern, backend rc=$rc_back, tiny models rc=$rc_model"
 
 # compute-sanitizer on the guard-band kernel tests: memcheck finds
 # out-of-bounds accesses (shared memory too), racecheck shared-memory races
@@ -112,23 +120,39 @@ fi
 	>"$OUT/bench_kernels.log" 2>&1
 (cd "$ROOT/sd/tensor" && timeout "$(lim 120)" "$BINS/tensor.test" -test.run '^$' -test.bench '^BenchmarkCUDA' -test.benchtime 10x) \
 	>"$OUT/bench_backend.log" 2>&1
+# The full-size SD 1.5 (random f16 weights made in memory, ~20 s): parity at
+# 256x256 against the CPU, then the 512x512 step (batch 1 and 4, CFG) and
+# the VAE decode, in one process so the model is made once.
+rc_sd15=0
+: >"$OUT/sd15.log"
+if [ "${GOSD_GPU_SD15:-1}" != 0 ]; then
+	(cd "$ROOT/sd/unet" && timeout "$(lim 240)" "$BINS/unet.test" -test.v -test.run '^TestCUDASD15Full$' \
+		-test.bench '^BenchmarkCUDASD15' -test.benchtime 10x -test.timeout 600s) >"$OUT/sd15.log" 2>&1
+	rc_sd15=$?
+fi
+grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" && rc_sd15=1
+[ $rc_sd15 -ne 0 ] && ! grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" &&
+	echo "--- FAIL: TestCUDASD15Full (crashed or timed out, rc=$rc_sd15)" >>"$OUT/sd15.log"
+log "sd15 full: rc=$rc_sd15 (log sd15.log)"
 
 # 5. results.json.
-count() { grep -c -- "^ *--- $1:" "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk -F: '{s += $2} END {print s+0}'; }
+LOGS=("$OUT/test_kernels.log" "$OUT/test_backend.log" "$OUT/test_model.log" "$OUT/sd15.log")
+count() { grep -c -- "^ *--- $1:" "${LOGS[@]}" | awk -F: '{s += $2} END {print s+0}'; }
 pass=$(count PASS)
 fail=$(count FAIL)
 skip=$(count SKIP)
-failed=$(grep -h -- '^--- FAIL:' "$OUT/test_kernels.log" "$OUT/test_backend.log" | awk '{printf "%s\"%s\"", (n++ ? "," : ""), $3}')
+failed=$(grep -h -- '^--- FAIL:' "${LOGS[@]}" | awk '{printf "%s\"%s\"", (n++ ? "," : ""), $3}')
 parity=$(awk 'NF {printf "%s%s", (n++ ? ",\n    " : ""), $0}' "$GOSD_CUDA_REPORT")
-bench=$(cat "$OUT/bench_kernels.log" "$OUT/bench_backend.log" | awk '
+bench=$(cat "$OUT/bench_kernels.log" "$OUT/bench_backend.log" "$OUT/sd15.log" | awk '
 	/^Benchmark/ {
-		name = $1; sub(/-[0-9]+$/, "", name); tf = "null"; ms = "null"; ns = "null"
-		for (i = 2; i < NF; i++) {
+		name = $1; sub(/-[0-9]+$/, "", name); tf = "null"; ms = "null"; ns = "null"; m = ""
+		for (i = 3; i < NF; i += 2) { # value unit pairs after the iteration count
 			if ($(i+1) == "TFLOP/s") tf = $i
 			if ($(i+1) == "ms/op") ms = $i
 			if ($(i+1) == "ns/op") ns = $i
+			m = m (m == "" ? "" : ",") "\"" $(i+1) "\":" $i
 		}
-		printf "%s{\"name\":\"%s\",\"tflops\":%s,\"kernel_ms\":%s,\"ns_per_op\":%s}", (n++ ? ",\n    " : ""), name, tf, ms, ns
+		printf "%s{\"name\":\"%s\",\"tflops\":%s,\"kernel_ms\":%s,\"ns_per_op\":%s,\"metrics\":{%s}}", (n++ ? ",\n    " : ""), name, tf, ms, ns, m
 	}')
 expect_gpu=true
 $DRY && expect_gpu=false
@@ -140,7 +164,8 @@ cat >"$OUT/results.json" <<EOF
   "dry_run": $DRY,
   "lib_build": "$lib_status",
   "build_seconds": $build_s,
-  "tests": {"kernels_rc": $rc_kern, "backend_rc": $rc_back, "pass": $pass, "fail": $fail, "skip": $skip,
+  "tests": {"kernels_rc": $rc_kern, "backend_rc": $rc_back, "tiny_models_rc": $rc_model, "sd15_full_rc": $rc_sd15,
+            "pass": $pass, "fail": $fail, "skip": $skip,
             "failed": [$failed], "gpu_expected": $expect_gpu},
   "sanitizer_errors": {"memcheck": $san_mem, "racecheck": $san_race},
   "parity": [
@@ -156,4 +181,4 @@ log "results: $OUT/results.json (pass $pass, fail $fail, skip $skip)"
 if ! $DRY && [ "$skip" -gt 0 ] && [ "$gpu" != none ]; then
 	log "warning: $skip tests skipped although a GPU is present; see test_*.log"
 fi
-[ "$fail" -eq 0 ] && [ "$rc_kern" -eq 0 ] && [ "$rc_back" -eq 0 ]
+[ "$fail" -eq 0 ] && [ "$rc_kern" -eq 0 ] && [ "$rc_back" -eq 0 ] && [ "$rc_model" -eq 0 ] && [ "$rc_sd15" -eq 0 ]
