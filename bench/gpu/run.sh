@@ -98,6 +98,21 @@ rc_back=$(run_each test_backend tensor.test sd/tensor '^TestCUDA' 240s)
 rc_model=$(run_each test_model unet.test sd/unet '^TestCUDA(UNet|VAE)Tiny$' 180s)
 log "tests: kernels rc=$rc_kern, backend rc=$rc_back, tiny models rc=$rc_model"
 
+# The full-size SD 1.5 (random f16 weights made in memory, ~20 s): parity at
+# 256x256 against the CPU, then the 512x512 step (batch 1 and 4, CFG) and
+# the VAE decode, in one process so the model is made once.
+rc_sd15=0
+: >"$OUT/sd15.log"
+if [ "${GOSD_GPU_SD15:-1}" != 0 ]; then
+	(cd "$ROOT/sd/unet" && timeout "$(lim 240)" "$BINS/unet.test" -test.v -test.run '^TestCUDASD15Full$' \
+		-test.bench '^BenchmarkCUDASD15' -test.benchtime 10x -test.timeout 600s) >"$OUT/sd15.log" 2>&1
+	rc_sd15=$?
+fi
+grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" && rc_sd15=1
+[ $rc_sd15 -ne 0 ] && ! grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" &&
+	echo "--- FAIL: TestCUDASD15Full (crashed or timed out, rc=$rc_sd15)" >>"$OUT/sd15.log"
+log "sd15 full: rc=$rc_sd15 (log sd15.log)"
+
 # compute-sanitizer on the guard-band kernel tests: memcheck finds
 # out-of-bounds accesses (shared memory too), racecheck shared-memory races
 # that the host emulation (kernels/emu) cannot see.
@@ -120,20 +135,6 @@ fi
 	>"$OUT/bench_kernels.log" 2>&1
 (cd "$ROOT/sd/tensor" && timeout "$(lim 120)" "$BINS/tensor.test" -test.run '^$' -test.bench '^BenchmarkCUDA' -test.benchtime 10x) \
 	>"$OUT/bench_backend.log" 2>&1
-# The full-size SD 1.5 (random f16 weights made in memory, ~20 s): parity at
-# 256x256 against the CPU, then the 512x512 step (batch 1 and 4, CFG) and
-# the VAE decode, in one process so the model is made once.
-rc_sd15=0
-: >"$OUT/sd15.log"
-if [ "${GOSD_GPU_SD15:-1}" != 0 ]; then
-	(cd "$ROOT/sd/unet" && timeout "$(lim 240)" "$BINS/unet.test" -test.v -test.run '^TestCUDASD15Full$' \
-		-test.bench '^BenchmarkCUDASD15' -test.benchtime 10x -test.timeout 600s) >"$OUT/sd15.log" 2>&1
-	rc_sd15=$?
-fi
-grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" && rc_sd15=1
-[ $rc_sd15 -ne 0 ] && ! grep -q -- "--- FAIL: TestCUDASD15Full" "$OUT/sd15.log" &&
-	echo "--- FAIL: TestCUDASD15Full (crashed or timed out, rc=$rc_sd15)" >>"$OUT/sd15.log"
-log "sd15 full: rc=$rc_sd15 (log sd15.log)"
 
 # 5. results.json.
 LOGS=("$OUT/test_kernels.log" "$OUT/test_backend.log" "$OUT/test_model.log" "$OUT/sd15.log")
