@@ -449,16 +449,6 @@ func (c *CUDA) begin() func() {
 	}
 }
 
-// sizeClass rounds bytes up to a power of two (at least 4 KiB) so scratch
-// buffers can be reused across similar shapes.
-func sizeClass(bytes int) int {
-	s := 4096
-	for s < bytes {
-		s <<= 1
-	}
-	return s
-}
-
 // scratch returns a device buffer of at least bytes from the pool.
 func (c *CUDA) scratch(bytes int) (cuda.Ptr, error) {
 	sc := sizeClass(bytes)

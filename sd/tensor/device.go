@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"fmt"
+	"math/bits"
 )
 
 // Device-resident activations. A backend whose kernels run on a device with
@@ -163,4 +164,16 @@ func onHost(op string, ts ...*Tensor) error {
 		}
 	}
 	return nil
+}
+
+// sizeClass is the block size a device pool serves a request of bytes from:
+// at least 4 KiB, else rounded up to a quarter of the power of two below
+// it (four classes per octave), so a block is at most 25% larger than asked
+// and buffers are reused across similar shapes.
+func sizeClass(bytes int) int {
+	if bytes <= 4096 {
+		return 4096
+	}
+	step := 1 << (bits.Len(uint(bytes-1)) - 3)
+	return (bytes + step - 1) / step * step
 }
