@@ -10,6 +10,7 @@
 #   make cuda              libgosd_cuda and bin/gosd-cuda
 #   make cuda-device-bins  the test binaries bench/gpu/run.sh runs on a GPU
 #                          machine (build/gpu, linked against libgosd_cuda.so)
+SHELL := /bin/bash
 GO ?= go
 NVCC ?= nvcc
 CUDA_BUILD ?= build/cuda
