@@ -9,14 +9,55 @@
 // rounded into a caller scratch buffer first.
 #include <cublasLt.h>
 
+#include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "common.cuh"
+
+namespace {
+
+// LtKey identifies a GEMM problem; LtPlan holds its cuBLASLt descriptors and
+// the algorithm the heuristic chose, made once per problem: the heuristic
+// costs tens of microseconds, about as much as the small GEMMs themselves,
+// and a UNet step calls ~200 GEMMs of a few dozen distinct shapes.
+struct LtKey {
+    int ab, compute, transa, m, n, k, lda, ldb, ldd;
+    bool operator==(const LtKey &o) const { return std::memcmp(this, &o, sizeof *this) == 0; }
+};
+struct LtKeyHash {
+    size_t operator()(const LtKey &k) const {
+        const int *v = &k.ab;
+        size_t h = 1469598103934665603ull;
+        for (int i = 0; i < 9; i++) {
+            h = (h ^ (size_t)(unsigned)v[i]) * 1099511628211ull;
+        }
+        return h;
+    }
+};
+struct LtPlan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+    cublasLtMatmulAlgo_t algo = {};
+};
+
+void destroy_plan(LtPlan &p) {
+    if (p.ld) cublasLtMatrixLayoutDestroy(p.ld);
+    if (p.lb) cublasLtMatrixLayoutDestroy(p.lb);
+    if (p.la) cublasLtMatrixLayoutDestroy(p.la);
+    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    p = LtPlan{};
+}
+
+} // namespace
 
 struct sd_cuda_blas {
     cublasLtHandle_t lt;
     void *workspace;
     size_t workspace_bytes;
+    std::mutex mu; // guards plans
+    std::unordered_map<LtKey, LtPlan, LtKeyHash> plans;
 };
 
 namespace {
@@ -27,52 +68,61 @@ int blas_fail(cublasStatus_t st, const char *op, const char *what, char *msg, si
 
 // lt_matmul computes D (m x n, col-major, ld ldd, f32) = op(A)·B with A stored
 // col-major (m x k, or k x m when transa), B stored k x n, both of type ab.
+// The plan for the problem is made on first use and cached in h.
 int lt_matmul(sd_cuda_blas *h, cudaDataType_t ab, cublasComputeType_t compute, const void *A, int lda,
               bool transa, const void *B, int ldb, float *D, int ldd, int m, int n, int k, cudaStream_t st,
               const char *op, char *msg, size_t msglen) {
-    cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    int rc = SD_CUDA_OK;
-    cublasStatus_t s;
-    cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
-    cublasLtMatmulHeuristicResult_t heur = {};
-    int found = 0;
-    const float alpha = 1.0f, beta = 0.0f;
-
+    const LtKey key{(int)ab, (int)compute, transa ? 1 : 0, m, n, k, lda, ldb, ldd};
+    std::lock_guard<std::mutex> lock(h->mu);
+    auto it = h->plans.find(key);
+    if (it == h->plans.end()) {
+        LtPlan p;
+        cublasLtMatmulPreference_t pref = nullptr;
+        int rc = SD_CUDA_OK;
+        cublasStatus_t s;
+        cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+        cublasLtMatmulHeuristicResult_t heur = {};
+        int found = 0;
 #define LT_TRY(call, what)                                                                                   \
     if ((s = (call)) != CUBLAS_STATUS_SUCCESS) {                                                             \
         rc = blas_fail(s, op, what, msg, msglen);                                                            \
-        goto done;                                                                                           \
+        goto made;                                                                                           \
     }
-    LT_TRY(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
-    LT_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
-    LT_TRY(cublasLtMatrixLayoutCreate(&la, ab, transa ? k : m, transa ? m : k, lda), "layout A");
-    LT_TRY(cublasLtMatrixLayoutCreate(&lb, ab, k, n, ldb), "layout B");
-    LT_TRY(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, ldd), "layout D");
-    LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
-    LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &h->workspace_bytes, sizeof(h->workspace_bytes)),
-           "set workspace");
-    // TODO: cache the heuristic per (shape, dtype); it costs tens of microseconds per call.
-    LT_TRY(cublasLtMatmulAlgoGetHeuristic(h->lt, desc, la, lb, ld, ld, pref, 1, &heur, &found), "heuristic");
-    if (found == 0) {
-        rc = gosd::fail(msg, msglen, SD_CUDA_EBLAS, "%s: cuBLASLt has no algorithm for m=%d n=%d k=%d", op, m, n,
-                        k);
-        goto done;
-    }
-    LT_TRY(cublasLtMatmul(h->lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo, h->workspace,
-                          h->workspace_bytes, st),
-           "cublasLtMatmul");
+        LT_TRY(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+        LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
+        LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+        LT_TRY(cublasLtMatrixLayoutCreate(&p.la, ab, transa ? k : m, transa ? m : k, lda), "layout A");
+        LT_TRY(cublasLtMatrixLayoutCreate(&p.lb, ab, k, n, ldb), "layout B");
+        LT_TRY(cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, m, n, ldd), "layout D");
+        LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
+        LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &h->workspace_bytes, sizeof(h->workspace_bytes)),
+               "set workspace");
+        // The heuristic assumes 256-byte aligned pointers (the preference's
+        // default), which holds for every buffer gosd hands it: cudaMalloc
+        // blocks and 256-byte aligned offsets into prefetched weight blocks.
+        LT_TRY(cublasLtMatmulAlgoGetHeuristic(h->lt, p.desc, p.la, p.lb, p.ld, p.ld, pref, 1, &heur, &found),
+               "heuristic");
+        if (found == 0) {
+            rc = gosd::fail(msg, msglen, SD_CUDA_EBLAS, "%s: cuBLASLt has no algorithm for m=%d n=%d k=%d", op, m,
+                            n, k);
+            goto made;
+        }
+        p.algo = heur.algo;
 #undef LT_TRY
-done:
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (desc) cublasLtMatmulDescDestroy(desc);
-    return rc;
+    made:
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (rc != SD_CUDA_OK) {
+            destroy_plan(p);
+            return rc;
+        }
+        it = h->plans.emplace(key, p).first;
+    }
+    const LtPlan &p = it->second;
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s = cublasLtMatmul(h->lt, p.desc, &alpha, A, p.la, B, p.lb, &beta, D, p.ld, D, p.ld, &p.algo,
+                                      h->workspace, h->workspace_bytes, st);
+    return s == CUBLAS_STATUS_SUCCESS ? SD_CUDA_OK : blas_fail(s, op, "cublasLtMatmul", msg, msglen);
 }
 
 int check_linear(sd_cuda_blas *h, const void *x, const void *w, const void *bias, int bias_dt, const void *y,
@@ -147,6 +197,9 @@ extern "C" int sd_cuda_blas_create(sd_cuda_blas **out, size_t workspace_bytes, c
 extern "C" int sd_cuda_blas_destroy(sd_cuda_blas *h, char *msg, size_t msglen) {
     if (h == nullptr) {
         return SD_CUDA_OK;
+    }
+    for (auto &kv : h->plans) {
+        destroy_plan(kv.second);
     }
     int rc = sd_cuda_free(h->workspace, msg, msglen);
     cublasStatus_t st = cublasLtDestroy(h->lt);
