@@ -65,8 +65,9 @@ cuda-check: cuda-lib
 # kernels/emu/lib.sh builds a libgosd_cuda.so from the emulated kernels and a
 # host runtime, and the cuda-tagged Go tests run on it: the bindings, the
 # backend ops (SD-sized cases skip: see tooBigToEmulate), device-resident
-# activations, weight prefetch, and the tiny SD 1.5 and SDXL UNets and VAE
-# against the CPU backend. No CUDA toolkit or GPU needed (~1 min).
+# activations, weight prefetch, the tiny SD 1.5 and SDXL UNets and VAE
+# against the CPU backend, and a whole tiny generation through the pipeline
+# (PSNR against the CPU image). No CUDA toolkit or GPU needed (~2 min).
 CUDA_EMU := build/cuda-emu
 cuda-emu:
 	kernels/emu/run.sh $(CUDA_EMU)
@@ -76,7 +77,7 @@ cuda-emu:
 	  -run '^Test(NoDeviceError|InvalidArguments|CastExact|.*Guarded)$$|^TestCUDA' \
 	  ./bindings/cuda ./sd/tensor
 	set -o pipefail; LD_LIBRARY_PATH=$(CURDIR)/$(CUDA_EMU)/lib CGO_LDFLAGS="-L$(CURDIR)/$(CUDA_EMU)/lib" \
-	  $(GO) test -tags cuda,cudashared -count=1 -timeout 20m -v -run '^TestCUDA(UNet|VAE)Tiny$$' ./sd/unet \
+	  $(GO) test -tags cuda,cudashared -count=1 -timeout 20m -v -run '^TestCUDA(UNet|VAE|Generate)Tiny$$' ./sd/unet ./sd \
 	  | grep -E '^(---|ok|FAIL|PASS)|cuda_test'
 
 cuda: cuda-lib
