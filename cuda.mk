@@ -61,9 +61,9 @@ cuda-check: cuda-lib
 	@echo "cuda-check: ok"
 
 # cuda-emu: kernels/emu/emu.h runs each CUDA thread as a fiber, so the
-# kernels' tiling, masking and barriers are checked without a GPU. Then
-# kernels/emu/lib.sh builds a libgosd_cuda.so from the emulated kernels and a
-# host runtime, and the cuda-tagged Go tests run on it: the bindings, the
+# kernels' tiling, masking and barriers are checked without a GPU. The same
+# script links a libgosd_cuda.so from the emulated kernels and a host
+# runtime, and the cuda-tagged Go tests run on it: the bindings, the
 # backend ops (SD-sized cases skip: see tooBigToEmulate), device-resident
 # activations, weight prefetch, the tiny SD 1.5 and SDXL UNets and VAE
 # against the CPU backend, and a whole tiny generation through the pipeline
@@ -71,7 +71,6 @@ cuda-check: cuda-lib
 CUDA_EMU := build/cuda-emu
 cuda-emu:
 	kernels/emu/run.sh $(CUDA_EMU)
-	kernels/emu/lib.sh $(CUDA_EMU)
 	LD_LIBRARY_PATH=$(CURDIR)/$(CUDA_EMU)/lib CGO_LDFLAGS="-L$(CURDIR)/$(CUDA_EMU)/lib" \
 	  $(GO) test -tags cuda,cudashared -count=1 -timeout 20m \
 	  -run '^Test(NoDeviceError|InvalidArguments|CastExact|.*Guarded)$$|^TestCUDA' \

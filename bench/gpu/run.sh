@@ -47,7 +47,7 @@ done
 
 # 2. Build libgosd_cuda.so with this machine's CUDA.
 #    GOSD_CUDA_LIB_DIR names a ready library instead (the host emulation of
-#    kernels/emu/lib.sh, to rehearse this script on a machine without a GPU;
+#    kernels/emu/run.sh --lib, to rehearse this script on a machine without a GPU;
 #    set GOSD_GPU_SD15=0 there, the full-size model is far too slow for it).
 lib_status=failed
 tb=$(date +%s)

@@ -1,7 +1,7 @@
 // runtime_emu.cpp: the runtime and GEMM parts of libgosd_cuda's C ABI for
 // the host emulation (emu.h), so that the emulated kernels link into a
 // complete libgosd_cuda.so that the cuda-tagged Go code can load on a
-// machine without a GPU (see lib.sh). "Device" memory is host memory, one
+// machine without a GPU (see run.sh). "Device" memory is host memory, one
 // emulated device of compute capability 9.0, streams and events do nothing
 // (every call completes before it returns), and the GEMMs are plain loops
 // with the same input rounding as cuBLASLt's 16-bit paths (x rounded to the

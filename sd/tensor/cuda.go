@@ -512,6 +512,19 @@ func (k *call) out(t *Tensor) cuda.Ptr {
 	return p
 }
 
+// inPlace returns the addresses of x and y for an op that may run in place:
+// with both on the host, the upload of x doubles as y's scratch buffer.
+func (k *call) inPlace(x, y *Tensor) (xd, yd cuda.Ptr) {
+	xd = k.in(x)
+	if x.Dev != nil || y.Dev != nil {
+		return xd, k.out(y)
+	}
+	if k.err == nil {
+		k.outs = append(k.outs, pendingOut{y.F32, xd})
+	}
+	return xd, xd
+}
+
 // own returns the memory of the device tensor t, which c must own.
 func (k *call) own(t *Tensor) cuda.Ptr {
 	if k.err != nil {
@@ -683,15 +696,7 @@ func (c *CUDA) GroupNorm(y, x, gamma, beta *Tensor, groups int, eps float32, sil
 	bs, ch := x.Shape[0], x.Shape[1]
 	gd, gdt := k.weight(gamma)
 	bd, bdt := k.weight(beta)
-	xd := k.in(x)
-	yd := xd // in place on the device copy of a host x
-	if x.Dev == nil && y.Dev == nil {
-		if k.err == nil {
-			k.outs = append(k.outs, pendingOut{y.F32, xd})
-		}
-	} else {
-		yd = k.out(y)
-	}
+	xd, yd := k.inPlace(x, y)
 	if k.err == nil {
 		k.err = c.stream.GroupNorm(yd, xd, gd, gdt, bd, bdt, bs, ch, x.Numel()/(bs*ch), groups, eps, silu)
 	}
@@ -711,15 +716,7 @@ func (c *CUDA) LayerNorm(y, x, gamma, beta *Tensor, eps float32) error {
 	ch := x.Dim(-1)
 	gd, gdt := k.weight(gamma)
 	bd, bdt := k.weight(beta)
-	xd := k.in(x)
-	yd := xd // in place on the device copy of a host x
-	if x.Dev == nil && y.Dev == nil {
-		if k.err == nil {
-			k.outs = append(k.outs, pendingOut{y.F32, xd})
-		}
-	} else {
-		yd = k.out(y)
-	}
+	xd, yd := k.inPlace(x, y)
 	if k.err == nil {
 		k.err = c.stream.LayerNorm(yd, xd, gd, gdt, bd, bdt, x.Numel()/ch, ch, eps)
 	}

@@ -41,7 +41,7 @@ func cudaOrSkip(t testing.TB) *CUDA {
 }
 
 // tooBigToEmulate reports, and logs, a case of more than 5e8 flops when c
-// runs on the host emulation of libgosd_cuda (kernels/emu/lib.sh), which
+// runs on the host emulation of libgosd_cuda (kernels/emu/run.sh --lib), which
 // takes minutes for SD-sized products; on a GPU every case runs.
 func tooBigToEmulate(t *testing.T, c *CUDA, name string, flops float64) bool {
 	if flops <= 5e8 || !strings.Contains(c.Name(), "host emulation") {

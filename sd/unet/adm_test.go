@@ -77,14 +77,7 @@ func TestInferFullFamilies(t *testing.T) {
 // TestForwardADM runs the tiny SDXL UNet: y is required, checked, and
 // changes the output.
 func TestForwardADM(t *testing.T) {
-	src, err := testmodel.NewSource(testmodel.Options{Family: "sdxl", Size: "tiny", DType: tensor.F32, Seed: 3, Std: 0.2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := unet.Load(src, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := familyUNet(t, testmodel.Options{Family: "sdxl", Size: "tiny", DType: tensor.F32, Seed: 3, Std: 0.2})
 	cfg := u.Config
 	if cfg.ADMChannels != 160 || cfg.MidDepth != 2 || !reflect.DeepEqual(cfg.Attention, []bool{false, true, true}) {
 		t.Fatalf("config %+v", cfg)
@@ -127,14 +120,7 @@ func TestForwardADM(t *testing.T) {
 	if diff < 1e-6 {
 		t.Fatalf("y does not change the output (sum sq diff %g)", diff)
 	}
-	sd2, err := testmodel.NewSource(testmodel.Options{Family: "sd21", Size: "tiny", DType: tensor.F32, Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := unet.Load(sd2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain := familyUNet(t, testmodel.Options{Family: "sd21", Size: "tiny", DType: tensor.F32, Seed: 3})
 	if _, err := plain.ForwardADM(be, x, []float32{1}, tensor.New(1, 3, 64), y1); err == nil ||
 		!strings.Contains(err.Error(), "without label_emb") {
 		t.Fatalf("y given to a UNet without label_emb: %v", err)

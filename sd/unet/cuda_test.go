@@ -89,14 +89,7 @@ func TestCUDAUNetTiny(t *testing.T) {
 	c := openCUDA(t)
 	cpu := tensor.NewCPU()
 	for _, fam := range []string{"sd15", "sdxl"} {
-		src, err := testmodel.NewSource(testmodel.Options{Family: fam, Size: "tiny", DType: tensor.F16, Seed: 5})
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := unet.Load(src, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		u := familyUNet(t, testmodel.Options{Family: fam, Size: "tiny", DType: tensor.F16, Seed: 5})
 		cfg := u.Config
 		for _, sz := range [][2]int{{8, 8}, {7, 5}} {
 			x, ctx := filled(1, 2, cfg.InChannels, sz[0], sz[1]), filled(2, 2, 5, cfg.ContextDim)

@@ -7,7 +7,6 @@ import (
 	"github.com/gosd/gosd/sd/internal/devtest"
 	"github.com/gosd/gosd/sd/tensor"
 	"github.com/gosd/gosd/sd/testmodel"
-	"github.com/gosd/gosd/sd/unet"
 )
 
 // TestDeviceResident runs the UNet on a device backend (devtest over the
@@ -18,14 +17,7 @@ import (
 // odd one (whose upsampler crop makes the one host round trip left).
 func TestDeviceResident(t *testing.T) {
 	for _, fam := range []string{"sd15", "sdxl"} {
-		src, err := testmodel.NewSource(testmodel.Options{Family: fam, Size: "tiny", DType: tensor.F16, Seed: 5, Std: 0.2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := unet.Load(src, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		u := familyUNet(t, testmodel.Options{Family: fam, Size: "tiny", DType: tensor.F16, Seed: 5, Std: 0.2})
 		cfg := u.Config
 		for _, sz := range [][2]int{{8, 12}, {7, 5}} {
 			x := tensor.New(2, cfg.InChannels, sz[0], sz[1])
