@@ -448,6 +448,7 @@ func (p *Pipeline) Generate(ctx context.Context, r Request) (*Result, error) {
 	vaeReady := p.prefetchAsync(p.vae)
 	latent, err := p.sample(ctx, r, cond, y)
 	if err != nil {
+		<-vaeReady // no goroutine outlives Generate
 		return nil, err
 	}
 	res.Timings.Sampling = time.Since(t1)
