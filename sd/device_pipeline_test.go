@@ -2,9 +2,11 @@ package sd
 
 import (
 	"context"
+	"image"
 	"sync"
 	"testing"
 
+	"github.com/gosd/gosd/sd/imageio"
 	"github.com/gosd/gosd/sd/internal/devtest"
 	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/nn"
@@ -70,5 +72,53 @@ func TestDevicePipeline(t *testing.T) {
 			t.Errorf("step %d: [uploads, copies back, host inputs, host outputs] %v with %d tensors live; want [2 1 0 0], "+
 				"only the text context live", i+1, step, b.Live)
 		}
+	}
+}
+
+// TestDeviceVAEUpcast: on a device backend whose products round activations
+// to the weights' 16-bit type (devtest.Round16, as the CUDA backend's tensor
+// cores do), a VAE whose activations leave f16's range decodes to Inf; the
+// pipeline then converts the VAE's weights to f32 and decodes again, giving
+// the CPU backend's image (which never rounds to f16), as AUTOMATIC1111's
+// automatic VAE upcast does.
+func TestDeviceVAEUpcast(t *testing.T) {
+	backendFactories["devtest16"] = func(o backendOpts) (tensor.Backend, error) {
+		b := devtest.New(tensor.NewCPU())
+		b.Round16 = true
+		return b, nil
+	}
+	t.Cleanup(func() { delete(backendFactories, "devtest16") })
+	path := testckpt.Tiny(t, "single", tensor.F16)
+	r := Request{Prompt: "a red fox", Width: 24, Height: 16, Steps: 2, Seed: 3, Sampler: "euler"}
+	// Scale the decoder's first two convolutions so that the residual stream
+	// reaches ~1e6, far beyond f16's 65504.
+	loud := func(p *Pipeline) {
+		for _, w := range []*tensor.Tensor{p.vae.PostQuantConv.Weight, p.vae.Decoder.ConvIn.Weight} {
+			h := make([]uint16, w.Numel())
+			for i, v := range w.Float32s() {
+				h[i] = tensor.F32ToF16(v * 1e4)
+			}
+			*w = *tensor.FromHalf(h, tensor.F16, w.Shape...)
+		}
+	}
+	var want image.Image
+	for _, be := range []string{"cpu", "devtest16"} {
+		p, err := Load(context.Background(), path, Options{Tokenizer: tinyTokenizer(t), Backend: be, Precision: "f32"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		loud(p)
+		res := gen(t, p, r)
+		if be == "cpu" {
+			want = res.Image
+		} else if db, err := imageio.PSNR(res.Image, want); err != nil || db < 35 {
+			// The UNet's f16 rounding makes the latents differ slightly.
+			t.Errorf("the upcast device decode is %.1f dB from the CPU decode (%v), want at least 35", db, err)
+		}
+		// The weights are converted only after a decode that was not finite.
+		if w := p.vae.Decoder.ConvIn.Weight; be == "devtest16" && w.DType != tensor.F32 {
+			t.Errorf("VAE weights are %v after the decode, want f32 (no retry?)", w.DType)
+		}
+		p.Close()
 	}
 }

@@ -701,8 +701,15 @@ func (p *Pipeline) decode(ctx context.Context, latent []float32, h, w int) (imag
 		return nil, err
 	}
 	if !finite(x.F32) {
-		if c, ok := p.be.(*tensor.CPU); ok && c.Precision() == "bf16" {
+		c, cpu := p.be.(*tensor.CPU)
+		switch {
+		case cpu && c.Precision() == "bf16":
 			p.log.Warn("VAE decode gave NaN or Inf in bf16; decoding again in f32")
+			if x, err = p.decodeAt(z, true); err != nil {
+				return nil, err
+			}
+		case !cpu && p.upcastVAE() > 0:
+			p.log.Warn("VAE decode gave NaN or Inf with 16-bit weights; decoding again with f32 weights")
 			if x, err = p.decodeAt(z, true); err != nil {
 				return nil, err
 			}
@@ -717,16 +724,37 @@ func (p *Pipeline) decode(ctx context.Context, latent []float32, h, w int) (imag
 	return imageio.FromTensor(x)
 }
 
-// decodeAt runs the VAE decoder, in f32 when f32 is set even if the CPU
-// backend runs bf16 products (restored afterwards).
+// decodeAt runs the VAE decoder, in f32 when f32 is set: the CPU backend
+// switches its products from bf16 to f32 (restored afterwards); other
+// backends, whose kernels round activations to the type of 16-bit weights,
+// get the VAE's weights converted to f32 (upcastVAE), as diffusers'
+// force_upcast and AUTOMATIC1111's --no-half-vae do.
 func (p *Pipeline) decodeAt(z *tensor.Tensor, f32 bool) (*tensor.Tensor, error) {
-	if c, ok := p.be.(*tensor.CPU); ok && f32 && c.Precision() == "bf16" {
+	c, cpu := p.be.(*tensor.CPU)
+	switch {
+	case cpu && f32 && c.Precision() == "bf16":
 		if err := c.SetPrecision("f32"); err != nil {
 			return nil, err
 		}
 		defer c.SetPrecision("bf16")
+	case !cpu && f32:
+		p.upcastVAE()
 	}
 	return p.vae.Decode(p.ops, z)
+}
+
+// upcastVAE converts the VAE's 16-bit weights to f32, once (the converted
+// tensors keep their f32 copies; the 16-bit data stays in the checkpoint
+// file), and returns how many it converted.
+func (p *Pipeline) upcastVAE() int {
+	n := 0
+	for _, w := range nn.Weights(p.vae) {
+		if w.DType != tensor.F32 {
+			*w = *tensor.FromF32(w.Float32s(), w.Shape...)
+			n++
+		}
+	}
+	return n
 }
 
 // checkMemory refuses sizes whose VAE decode would not fit in the memory

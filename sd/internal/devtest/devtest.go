@@ -21,6 +21,10 @@ import (
 // Backend runs ops on Host and keeps device tensors in memory of its own.
 type Backend struct {
 	Host tensor.Backend
+	// Round16, as the CUDA backend's tensor-core paths do, rounds the input
+	// of Linear and Conv2D to the type of 16-bit weights (values beyond
+	// f16's range become infinite).
+	Round16 bool
 
 	mu    sync.Mutex
 	stats Stats
@@ -190,9 +194,25 @@ func (b *Backend) run(op string, y *tensor.Tensor, in []*tensor.Tensor, f func(y
 	return f(ys[0], xs)
 }
 
+// round16 returns x rounded to w's 16-bit type when Round16 is set.
+func (b *Backend) round16(x, w *tensor.Tensor) *tensor.Tensor {
+	if !b.Round16 || w.DType == tensor.F32 {
+		return x
+	}
+	r := tensor.New(x.Shape...)
+	for i, v := range x.F32 {
+		if w.DType == tensor.F16 {
+			r.F32[i] = tensor.F16ToF32(tensor.F32ToF16(v))
+		} else {
+			r.F32[i] = tensor.BF16ToF32(tensor.F32ToBF16(v))
+		}
+	}
+	return r
+}
+
 func (b *Backend) Linear(y, x, w, bias *tensor.Tensor) error {
 	return b.run("linear", y, []*tensor.Tensor{x}, func(y *tensor.Tensor, in []*tensor.Tensor) error {
-		return b.Host.Linear(y, in[0], w, bias)
+		return b.Host.Linear(y, b.round16(in[0], w), w, bias)
 	})
 }
 
@@ -204,7 +224,7 @@ func (b *Backend) MatMul(y, a, c *tensor.Tensor) error {
 
 func (b *Backend) Conv2D(y, x, w, bias *tensor.Tensor, p tensor.Conv2DParams) error {
 	return b.run("conv2d", y, []*tensor.Tensor{x}, func(y *tensor.Tensor, in []*tensor.Tensor) error {
-		return b.Host.Conv2D(y, in[0], w, bias, p)
+		return b.Host.Conv2D(y, b.round16(in[0], w), w, bias, p)
 	})
 }
 
