@@ -66,7 +66,10 @@ type Options struct {
 	// VAE replaces the checkpoint's VAE with this file (original or
 	// diffusers names, e.g. vae-ft-mse-840000 or sdxl-vae-fp16-fix).
 	VAE string
-	// VAEF32 decodes in f32 even when Precision is bf16.
+	// VAEF32 decodes in f32 even when Precision is bf16; on a GPU backend
+	// it converts the VAE's 16-bit weights to f32 (the GPU kernels round
+	// activations to the weights' type). Without it a decode that gives NaN
+	// or Inf is retried that way.
 	VAEF32 bool
 	// Profile records every kernel call of the models (see
 	// Pipeline.Profile): calls, wall time and GFLOP/s per kind of op.

@@ -43,7 +43,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	gpu := fs.Int("device", 0, "GPU index for --backend cuda (see gosd devices)")
 	precision := fs.String("precision", "", "CPU precision: f32 (reference) or bf16 (AVX512-BF16 products and Winograd convolutions, about 2.2x faster); default $GOSD_PRECISION, else f32")
 	vaePath := fs.String("vae", "", "use this VAE file instead of the checkpoint's (original or diffusers names)")
-	vaeF32 := fs.Bool("vae-f32", false, "decode in f32 even with --precision bf16")
+	vaeF32 := fs.Bool("vae-f32", false, "decode in f32 (with --precision bf16, or 16-bit VAE weights on cuda)")
 	prediction := fs.String("prediction", "", "override the model's prediction type: eps or v (default: detected)")
 	verbose := fs.Bool("v", false, "verbose logs")
 	pos, err := parseFlags(fs, args)
