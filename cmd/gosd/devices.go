@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gosd/gosd/sd/ckpt"
 	"github.com/gosd/gosd/sd/device"
 	"github.com/gosd/gosd/sd/tensor"
 )
@@ -34,15 +35,23 @@ func runDevices(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// checkGPU refuses a GPU run that the chosen device's memory cannot hold.
-func checkGPU(index, width, height int) error {
+// checkGPU refuses a GPU run that the chosen device's memory cannot hold:
+// the model's weights as stored in its checkpoint plus the activations of
+// a width x height image (SD 1.5 in f16 when the checkpoint cannot be read
+// here; Load then reports why).
+func checkGPU(index, width, height int, model string, ema bool) error {
 	gpus, err := device.List()
 	if err != nil {
 		return err
 	}
+	need := device.EstimateSD15(width, height, 1, tensor.F16)
+	if ck, err := ckpt.Open(model, ckpt.Options{UseEMA: ema}); err == nil {
+		need = device.Estimate(device.WeightBytes(ck.Names(), ck.Stored), width, height, 1)
+		ck.Close()
+	}
 	for _, g := range gpus {
 		if g.Index == index {
-			return device.CheckFits(g, device.EstimateSD15(width, height, 1, tensor.F16))
+			return device.CheckFits(g, need)
 		}
 	}
 	return fmt.Errorf("--device %d: no such GPU (%d found; see gosd devices)", index, len(gpus))

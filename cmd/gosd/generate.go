@@ -107,7 +107,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			_, err := sd.NewBackend("cuda", 0) // says how to build it
 			return err
 		}
-		if err := checkGPU(*gpu, max(req.Width, 512), max(req.Height, 512)); err != nil {
+		if err := checkGPU(*gpu, max(req.Width, 512), max(req.Height, 512), *model, *ema); err != nil {
 			return err
 		}
 	}
