@@ -56,7 +56,7 @@ func newBackend(name string, o backendOpts) (tensor.Backend, error) {
 	if !ok {
 		hint := ""
 		if strings.EqualFold(name, "cuda") {
-			hint = "; build with 'make cuda' for the CUDA backend"
+			hint = "; the CUDA backend needs a build with -tags cuda (make cuda for the CLI; Go programs: make cuda-lib, then go build -tags cuda)"
 		}
 		return nil, fmt.Errorf("unknown backend %q (this build has: %s%s)", name, strings.Join(Backends(), ", "), hint)
 	}

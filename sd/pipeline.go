@@ -36,8 +36,9 @@ import (
 
 // Options configure Load.
 type Options struct {
-	// Backend names the compute backend: "cpu" (default, native kernels) or
-	// "ref" (the pure-Go reference; very slow, for tests).
+	// Backend names the compute backend: "cpu" (default, native kernels),
+	// "cuda" (an NVIDIA GPU; only in builds with the cuda tag, see Device)
+	// or "ref" (the pure-Go reference; very slow, for tests).
 	Backend string
 	// Threads caps the CPU backend's threads; 0 uses every core.
 	Threads int

@@ -98,7 +98,13 @@ func parseSTHeader(path string, header []byte, dataLen int64) (map[string]*stEnt
 	}
 	var meta map[string]string
 	entries := make(map[string]*stEntry, len(raw))
-	for name, msg := range raw {
+	names := make([]string, 0, len(raw))
+	for name := range raw {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the same file reports the same bad entry every time
+	for _, name := range names {
+		msg := raw[name]
 		if name == "__metadata__" {
 			m, err := parseSTMetadata(msg)
 			if err != nil {
