@@ -1,6 +1,7 @@
 package vae
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -49,4 +50,45 @@ func TestKLDeviceResident(t *testing.T) {
 		t.Error("encode: the device run differs from the CPU run")
 	}
 	check("encode")
+}
+
+// TestTinyDeviceResident: the TAESD/TAEF2 encoders and decoders (with and
+// without the pool branch) on a device backend give the CPU backend's
+// numbers with every activation in device memory and nothing left allocated.
+func TestTinyDeviceResident(t *testing.T) {
+	cpu := tensor.NewCPU()
+	dev := devtest.New(cpu)
+	for _, c := range []struct {
+		role  TinyRole
+		pool  bool
+		in    *fmap
+		latCh int
+	}{
+		{TinyEncoder, false, randFmap(3, 16, 24, 1, 1), 4},
+		{TinyEncoder, true, randFmap(3, 16, 16, 1, 2), 32},
+		{TinyDecoder, false, randFmap(4, 2, 3, 8, 3), 4},
+		{TinyDecoder, true, randFmap(32, 2, 2, 8, 4), 32},
+	} {
+		m, err := LoadTiny(tinySource(c.role, 4, c.latCh, c.pool, uint64(c.latCh)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := toTensor(c.in)
+		want, err := m.Forward(context.Background(), cpu, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Forward(context.Background(), dev, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Dev != nil || !slices.Equal(got.F32, want.F32) {
+			t.Errorf("%v pool=%v: the device run differs from the CPU run", c.role, c.pool)
+		}
+		if st := dev.Stats(); st.Live != 0 || st.HostInput != 0 || st.HostOut != 0 || st.ToDevice != 1 || st.ToHost != 1 {
+			t.Errorf("%v pool=%v: %+v; want nothing live, no host activation in an op, one upload, one copy back",
+				c.role, c.pool, st)
+		}
+		dev.ResetCounts()
+	}
 }

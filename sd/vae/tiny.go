@@ -221,27 +221,44 @@ func (m *Tiny) Forward(ctx context.Context, be tensor.Backend, x *tensor.Tensor)
 		return nil, err
 	}
 	defer tensor.Recover(&err)
+	// Every intermediate goes back to the activation pool once read; on a
+	// device backend they all stay on the device.
+	be = tensor.OnDevice(be)
+	in, err := tensor.Upload(be, x)
+	if err != nil {
+		return nil, err
+	}
+	defer tensor.ReleaseUploaded(in, x)
+	cur := in
 	for _, s := range m.steps {
 		if err := ctx.Err(); err != nil {
+			if cur != in {
+				tensor.Release(cur)
+			}
 			return nil, err
 		}
+		var next *tensor.Tensor
 		switch s.op {
 		case tinyConv:
-			x = s.conv.Forward(be, x)
+			next = s.conv.Forward(be, cur)
 			if s.relu {
-				tensor.Must(be.Unary(x, x, tensor.ReLU))
+				tensor.Must(be.Unary(next, next, tensor.ReLU))
 			}
 		case tinyBlock:
-			x = s.block.forward(be, x)
+			next = s.block.forward(be, cur)
 		case tinyClamp:
-			x = nn.Scale(be, x, 1.0/3, 0)
-			tensor.Must(be.Unary(x, x, tensor.Tanh))
-			tensor.Must(be.Scale(x, x, 3, 0))
+			next = nn.Scale(be, cur, 1.0/3, 0)
+			tensor.Must(be.Unary(next, next, tensor.Tanh))
+			tensor.Must(be.Scale(next, next, 3, 0))
 		case tinyUp:
-			x = nn.Upsample2x(be, x)
+			next = nn.Upsample2x(be, cur)
 		}
+		if cur != in {
+			tensor.Release(cur)
+		}
+		cur = next
 	}
-	return x, nil
+	return tensor.Download(cur)
 }
 
 func (m *Tiny) checkInput(x *tensor.Tensor) error {
@@ -282,23 +299,23 @@ func (m *Tiny) Decode(ctx context.Context, be tensor.Backend, z *tensor.Tensor) 
 }
 
 // forward: x [B, W, H, W'] -> same shape.
+// The input x stays the caller's; every intermediate is released.
 func (b *tinyResBlock) forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	if b.pool0 != nil {
 		p := b.pool0.Forward(be, x)
 		tensor.Must(be.GroupNorm(p, p, b.poolNorm.Weight, b.poolNorm.Bias, b.poolNorm.Groups, b.poolNorm.Eps, false))
 		tensor.Must(be.Unary(p, p, tensor.ReLU))
-		x = nn.Add(be, x, b.pool3.Forward(be, p))
+		q := b.pool3.ForwardRelease(be, p)
+		x = nn.Add(be, x, q)
+		tensor.Release(q)
+		defer tensor.Release(x) // the sum, not the caller's x
 	}
 	h := b.conv0.Forward(be, x)
 	tensor.Must(be.Unary(h, h, tensor.ReLU))
-	h = b.conv2.Forward(be, h)
+	h = b.conv2.ForwardRelease(be, h)
 	tensor.Must(be.Unary(h, h, tensor.ReLU))
-	h = b.conv4.Forward(be, h)
-	if b.skip != nil {
-		nn.AddInPlace(be, h, b.skip.Forward(be, x))
-	} else {
-		nn.AddInPlace(be, h, x)
-	}
+	h = b.conv4.ForwardRelease(be, h)
+	nn.AddShortcut(be, h, x, b.skip)
 	tensor.Must(be.Unary(h, h, tensor.ReLU))
 	return h
 }
