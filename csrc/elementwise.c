@@ -223,11 +223,15 @@ int sd_concat(float *y, const float *a, const float *b, int64_t batch, int64_t n
 	return SD_OK;
 }
 
-int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, char *msg,
-		  int msglen)
+int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, int64_t oh, int64_t ow,
+		  char *msg, int msglen)
 {
 	if (p < 0 || h < 0 || w < 0)
 		return sdi_fail(msg, msglen, SD_ERR_ARG, "upsample2x: negative size");
+	if ((oh != 2 * h && (oh != 2 * h - 1 || h == 0)) || (ow != 2 * w && (ow != 2 * w - 1 || w == 0)))
+		return sdi_fail(msg, msglen, SD_ERR_ARG,
+				"upsample2x: output %lldx%lld from %lldx%lld (want 2H or 2H-1 by 2W or 2W-1)",
+				(long long)oh, (long long)ow, (long long)h, (long long)w);
 	if (p * h * w == 0)
 		return SD_OK;
 	if (!y || !x)
@@ -239,11 +243,13 @@ int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, cha
 		int64_t w0 = sdi_work_begin();
 #pragma omp for schedule(static) nowait
 		for (int64_t r = 0; r < rows; r++) {
+			int64_t pi = r / h, i = r % h; /* plane, source row */
 			const float *xr = x + r * w;
-			float *y0 = y + r * 4 * w, *y1 = y0 + 2 * w;
-			for (int64_t j = 0; j < w; j++)
-				y0[2 * j] = y0[2 * j + 1] = xr[j];
-			memcpy(y1, y0, (size_t)(2 * w) * sizeof(float));
+			float *y0 = y + (pi * oh + 2 * i) * ow;
+			for (int64_t j = 0; j < ow; j++)
+				y0[j] = xr[j / 2];
+			if (2 * i + 1 < oh)
+				memcpy(y0 + ow, y0, (size_t)ow * sizeof(float));
 		}
 		sdi_work_end(w0);
 	}

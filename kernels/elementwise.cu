@@ -88,10 +88,9 @@ __global__ void concat_kernel(const float *a, const float *b, float *y, size_t n
     }
 }
 
-__global__ void upsample2x_kernel(const float *x, float *y, size_t n, int H, int W) {
-    size_t W2 = 2 * (size_t)W, H2 = 2 * (size_t)H;
+__global__ void upsample2x_kernel(const float *x, float *y, size_t n, int H, int W, int OH, int OW) {
     GRID_STRIDE(i, n) {
-        size_t ox = i % W2, oy = (i / W2) % H2, p = i / (W2 * H2);
+        size_t ox = i % OW, oy = (i / OW) % OH, p = i / ((size_t)OW * OH);
         y[i] = x[(p * H + oy / 2) * W + ox / 2];
     }
 }
@@ -235,18 +234,19 @@ extern "C" int sd_cuda_concat_f32(const float *a, const float *b, float *y, size
     return launched("concat", msg, msglen);
 }
 
-extern "C" int sd_cuda_upsample2x_f32(const float *x, float *y, size_t BC, int H, int W, sd_cuda_stream s,
-                                      char *msg, size_t msglen) {
-    if (H < 0 || W < 0) {
-        return gosd::fail(msg, msglen, SD_CUDA_EINVAL, "upsample2x: bad sizes H=%d W=%d", H, W);
+extern "C" int sd_cuda_upsample2x_f32(const float *x, float *y, size_t BC, int H, int W, int OH, int OW,
+                                      sd_cuda_stream s, char *msg, size_t msglen) {
+    if (H < 0 || W < 0 || (OH != 2 * H && (OH != 2 * H - 1 || H == 0)) ||
+        (OW != 2 * W && (OW != 2 * W - 1 || W == 0))) {
+        return gosd::fail(msg, msglen, SD_CUDA_EINVAL, "upsample2x: bad sizes %dx%d -> %dx%d", H, W, OH, OW);
     }
-    size_t n = BC * 4 * (size_t)H * W;
+    size_t n = BC * (size_t)OH * OW;
     if (n == 0) {
         return SD_CUDA_OK;
     }
     if (int rc = null_check("upsample2x", msg, msglen, x, y, y)) {
         return rc;
     }
-    upsample2x_kernel<<<grid_for(n, 256), 256, 0, st(s)>>>(x, y, n, H, W);
+    upsample2x_kernel<<<grid_for(n, 256), 256, 0, st(s)>>>(x, y, n, H, W, OH, OW);
     return launched("upsample2x", msg, msglen);
 }

@@ -379,13 +379,15 @@ func Concat(y, a, b []float32, batch, na, nb int) error {
 	})
 }
 
-// Upsample2x: x [P, H, W] -> y [P, 2H, 2W], nearest neighbour.
-func Upsample2x(y, x []float32, p, h, w int) error {
-	if err := need("upsample2x", "y", int64(len(y)), int64(p*4*h*w), "x", int64(len(x)), int64(p*h*w)); err != nil {
+// Upsample2x: x [P, H, W] -> y [P, OH, OW], nearest neighbour 2x, with OH
+// 2H or 2H-1 and OW 2W or 2W-1 (the odd sizes drop the last row or column).
+func Upsample2x(y, x []float32, p, h, w, oh, ow int) error {
+	if err := need("upsample2x", "y", int64(len(y)), int64(p*oh*ow), "x", int64(len(x)), int64(p*h*w)); err != nil {
 		return err
 	}
 	return call("upsample2x", func(ms *C.char, mn C.int) C.int {
-		return C.sd_upsample2x(fp(y), fp(x), C.int64_t(p), C.int64_t(h), C.int64_t(w), ms, mn)
+		return C.sd_upsample2x(fp(y), fp(x), C.int64_t(p), C.int64_t(h), C.int64_t(w), C.int64_t(oh), C.int64_t(ow),
+			ms, mn)
 	})
 }
 

@@ -202,10 +202,11 @@ func (s *Stream) Concat(y, a, bb Ptr, b, na, nb int) error {
 		C.size_t(nb), s.s, p, l))
 }
 
-// Upsample2x: x [bc, h, w] -> y [bc, 2h, 2w], nearest neighbour.
-func (s *Stream) Upsample2x(y, x Ptr, bc, h, w int) error {
+// Upsample2x: x [bc, h, w] -> y [bc, oh, ow], nearest neighbour 2x with oh
+// 2h or 2h-1 and ow 2w or 2w-1.
+func (s *Stream) Upsample2x(y, x Ptr, bc, h, w, oh, ow int) error {
 	var m msgBuf
 	p, l := m.c()
 	return m.err("upsample2x", C.sd_cuda_upsample2x_f32(x.f32(), y.f32(), C.size_t(bc), C.int(h), C.int(w),
-		s.s, p, l))
+		C.int(oh), C.int(ow), s.s, p, l))
 }

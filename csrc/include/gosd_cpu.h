@@ -179,9 +179,12 @@ int sd_transpose(float *y, const float *x, int64_t batch, int64_t m, int64_t n, 
 /* sd_concat: a [B, Na], b [B, Nb] -> y [B, Na+Nb] (rows concatenated). */
 int sd_concat(float *y, const float *a, const float *b, int64_t batch, int64_t na, int64_t nb,
 	      char *msg, int msglen);
-/* sd_upsample2x: x [P, H, W] -> y [P, 2H, 2W], nearest neighbour. */
-int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, char *msg,
-		  int msglen);
+/* sd_upsample2x: x [P, H, W] -> y [P, OH, OW], nearest neighbour 2x:
+ * y[i][j] = x[i/2][j/2] with OH 2H or 2H-1 and OW 2W or 2W-1 (the odd sizes
+ * are the 2x map without its last row or column, which is PyTorch's nearest
+ * resize to that size). */
+int sd_upsample2x(float *y, const float *x, int64_t p, int64_t h, int64_t w, int64_t oh, int64_t ow,
+		  char *msg, int msglen);
 /* sd_cast_to_f32: n elements of dtype dt -> f32. */
 int sd_cast_to_f32(float *y, const void *x, int dt, int64_t n, char *msg, int msglen);
 /* sd_cast_from_f32: n f32 elements -> dtype dt, rounding to nearest even. */

@@ -260,12 +260,20 @@ static void test_elementwise() {
     int H = 5, W = 7, BC = 6;
     auto u = rnd((size_t)BC * H * W, 1);
     std::vector<float> uy((size_t)BC * 4 * H * W), uw(uy.size());
-    rc(sd_cuda_upsample2x_f32(u.data(), uy.data(), BC, H, W, nullptr, msg, sizeof msg), msg, "upsample2x");
+    rc(sd_cuda_upsample2x_f32(u.data(), uy.data(), BC, H, W, 2 * H, 2 * W, nullptr, msg, sizeof msg), msg, "upsample2x");
     for (int p = 0; p < BC; p++)
         for (int i = 0; i < 2 * H; i++)
             for (int j = 0; j < 2 * W; j++)
                 uw[((size_t)p * 2 * H + i) * 2 * W + j] = u[((size_t)p * H + i / 2) * W + j / 2];
     check("upsample2x 6x5x7", uy, uw, 0);
+    std::vector<float> oy((size_t)BC * (2 * H - 1) * 2 * W), ow;
+    rc(sd_cuda_upsample2x_f32(u.data(), oy.data(), BC, H, W, 2 * H - 1, 2 * W, nullptr, msg, sizeof msg), msg,
+       "upsample2x odd");
+    for (int p = 0; p < BC; p++)
+        for (int i = 0; i < 2 * H - 1; i++)
+            for (int j = 0; j < 2 * W; j++)
+                ow.push_back(u[((size_t)p * H + i / 2) * W + j / 2]);
+    check("upsample2x 6x5x7 -> 9x14", oy, ow, 0);
 
     size_t na = 11, nb = 5;
     auto a = rnd(3 * na, 1), bb = rnd(3 * nb, 1);

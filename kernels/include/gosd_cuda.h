@@ -191,8 +191,10 @@ int sd_cuda_transpose_f32(const float *x, float *y, int B, int M, int N, sd_cuda
 /* concat: a [B, na], b [B, nb] -> y [B, na+nb] (dimension 1 of NCHW flattened). */
 int sd_cuda_concat_f32(const float *a, const float *b, float *y, size_t B, size_t na, size_t nb,
                        sd_cuda_stream s, char *msg, size_t msglen);
-/* upsample2x: x [BC, H, W] -> y [BC, 2H, 2W], nearest neighbour; y must not alias x. */
-int sd_cuda_upsample2x_f32(const float *x, float *y, size_t BC, int H, int W, sd_cuda_stream s, char *msg,
+/* upsample2x: x [BC, H, W] -> y [BC, OH, OW], y[i][j] = x[i/2][j/2], nearest neighbour 2x with OH
+ * 2H or 2H-1 and OW 2W or 2W-1 (odd sizes drop the last row or column); y must not alias x. */
+int sd_cuda_upsample2x_f32(const float *x, float *y, size_t BC, int H, int W, int OH, int OW, sd_cuda_stream s,
+                           char *msg,
                            size_t msglen);
 
 #ifdef __cplusplus

@@ -99,7 +99,10 @@ type Backend interface {
 	// -> y [B, Ca+Cb, ...], concatenated along dimension 1.
 	Concat(y, a, b *Tensor) error
 
-	// Upsample2x: x [B, C, H, W] f32 -> y [B, C, 2H, 2W], nearest neighbour.
+	// Upsample2x: x [B, C, H, W] f32 -> y [B, C, OH, OW], nearest neighbour
+	// 2x: y[.., i, j] = x[.., i/2, j/2], with OH 2H or 2H-1 and OW 2W or
+	// 2W-1 (an odd size is the 2x map without its last row or column, which
+	// is PyTorch's nearest resize to that size).
 	Upsample2x(y, x *Tensor) error
 }
 

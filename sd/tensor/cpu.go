@@ -357,8 +357,8 @@ func (*CPU) Upsample2x(y, x *Tensor) error {
 	if err := checkUpsample2x(y, x); err != nil {
 		return err
 	}
-	return opErr("upsample2x", cpu.Upsample2x(y.F32, x.F32, x.Shape[0]*x.Shape[1], x.Shape[2], x.Shape[3]),
-		nil, x, y)
+	return opErr("upsample2x", cpu.Upsample2x(y.F32, x.F32, x.Shape[0]*x.Shape[1], x.Shape[2], x.Shape[3],
+		y.Shape[2], y.Shape[3]), nil, x, y)
 }
 
 // HalfToF32 converts an F16 or BF16 tensor x into the F32 tensor y of the same size.

@@ -220,8 +220,18 @@ func checkUpsample2x(y, x *Tensor) error {
 	if err := checkF32("upsample2x", y, x); err != nil {
 		return err
 	}
-	if len(x.Shape) != 4 || !SameShape(y.Shape, []int{x.Shape[0], x.Shape[1], 2 * x.Shape[2], 2 * x.Shape[3]}) {
-		return bad("upsample2x", []*Tensor{x, y}, "want x [B, C, H, W], y [B, C, 2H, 2W]")
+	if !upsampleShape(y, x) {
+		return bad("upsample2x", []*Tensor{x, y}, "want x [B, C, H, W], y [B, C, 2H or 2H-1, 2W or 2W-1]")
 	}
 	return nil
+}
+
+// upsampleShape reports whether y [B, C, OH, OW] is a 2x nearest upsampling
+// of x [B, C, H, W], possibly without its last row or column.
+func upsampleShape(y, x *Tensor) bool {
+	if len(x.Shape) != 4 || len(y.Shape) != 4 || y.Shape[0] != x.Shape[0] || y.Shape[1] != x.Shape[1] {
+		return false
+	}
+	ok := func(o, n int) bool { return o == 2*n || (n > 0 && o == 2*n-1) }
+	return ok(y.Shape[2], x.Shape[2]) && ok(y.Shape[3], x.Shape[3])
 }

@@ -496,6 +496,24 @@ func TestCPUElementwise(t *testing.T) {
 		wu := New(2, 3, 10, 14)
 		_ = ref.Upsample2x(wu, up)
 		exact(t, "upsample2x", yu.F32, wu.F32)
+
+		// Odd sizes: the 2x map without its last row and/or column.
+		for _, o := range [][2]int{{9, 14}, {10, 13}, {9, 13}} {
+			yo, check := guarded(t, 2, 3, o[0], o[1])
+			if err := be.Upsample2x(yo, up); err != nil {
+				t.Fatal(err)
+			}
+			check()
+			for p := 0; p < 6; p++ {
+				for i := 0; i < o[0]; i++ {
+					for j := 0; j < o[1]; j++ {
+						if got, want := yo.F32[(p*o[0]+i)*o[1]+j], wu.F32[(p*10+i)*14+j]; got != want {
+							t.Fatalf("upsample2x to %v: [%d %d %d] = %v, want %v", o, p, i, j, got, want)
+						}
+					}
+				}
+			}
+		}
 	})
 }
 

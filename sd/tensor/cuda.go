@@ -871,7 +871,7 @@ func (c *CUDA) Upsample2x(y, x *Tensor) error {
 		return err
 	}
 	return c.elementwise("upsample2x", y, y.Numel(), func(yd cuda.Ptr, in []cuda.Ptr) error {
-		return c.stream.Upsample2x(yd, in[0], x.Shape[0]*x.Shape[1], x.Shape[2], x.Shape[3])
+		return c.stream.Upsample2x(yd, in[0], x.Shape[0]*x.Shape[1], x.Shape[2], x.Shape[3], y.Shape[2], y.Shape[3])
 	}, x)
 }
 

@@ -387,6 +387,8 @@ func TestCUDAElementwise(t *testing.T) {
 		run("add_channel", 1e-6, New(s...), New(s...), func(b Backend, y *Tensor) error { return b.AddChannel(y, x, ch) })
 		up := []int{s[0], s[1], 2 * s[2], 2 * s[3]}
 		run("upsample2x", 0, New(up...), New(up...), func(b Backend, y *Tensor) error { return b.Upsample2x(y, x) })
+		odd := []int{s[0], s[1], 2*s[2] - 1, 2 * s[3]}
+		run("upsample2x odd", 0, New(odd...), New(odd...), func(b Backend, y *Tensor) error { return b.Upsample2x(y, x) })
 		cat := []int{s[0], s[1] + 2, s[2], s[3]}
 		xb := cuRand(r, 1, s[0], 2, s[2], s[3])
 		run("concat", 0, New(cat...), New(cat...), func(b Backend, y *Tensor) error { return b.Concat(y, x, xb) })

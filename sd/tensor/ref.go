@@ -483,14 +483,14 @@ func (*Ref) Upsample2x(y, x *Tensor) error {
 	if err := checkF32("upsample2x", y, x); err != nil {
 		return err
 	}
-	if len(x.Shape) != 4 || !SameShape(y.Shape, []int{x.Shape[0], x.Shape[1], 2 * x.Shape[2], 2 * x.Shape[3]}) {
-		return bad("upsample2x", []*Tensor{x, y}, "want x [B, C, H, W], y [B, C, 2H, 2W]")
+	if !upsampleShape(y, x) {
+		return bad("upsample2x", []*Tensor{x, y}, "want x [B, C, H, W], y [B, C, 2H or 2H-1, 2W or 2W-1]")
 	}
-	h, w := x.Shape[2], x.Shape[3]
+	h, w, oh, ow := x.Shape[2], x.Shape[3], y.Shape[2], y.Shape[3]
 	for p := 0; p < x.Shape[0]*x.Shape[1]; p++ {
-		for i := 0; i < 2*h; i++ {
-			for j := 0; j < 2*w; j++ {
-				y.F32[(p*2*h+i)*2*w+j] = x.F32[(p*h+i/2)*w+j/2]
+		for i := 0; i < oh; i++ {
+			for j := 0; j < ow; j++ {
+				y.F32[(p*oh+i)*ow+j] = x.F32[(p*h+i/2)*w+j/2]
 			}
 		}
 	}

@@ -216,32 +216,12 @@ func (u *Upsample) Forward(be tensor.Backend, x *tensor.Tensor, oh, ow int) *ten
 // 2x nearest upsampling followed by dropping the last row (and column)
 // equals the general nearest resize exactly.
 func upsampleNearest(be tensor.Backend, x *tensor.Tensor, oh, ow int) *tensor.Tensor {
-	up := nn.Upsample2x(be, x)
-	b, c, h2, w2 := up.Shape[0], up.Shape[1], up.Shape[2], up.Shape[3]
-	if oh == h2 && ow == w2 {
-		return up
-	}
-	if oh < h2-1 || oh > h2 || ow < w2-1 || ow > w2 {
+	b, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	if oh < 2*h-1 || oh > 2*h || ow < 2*w-1 || ow > 2*w {
 		tensor.Must(tensor.ShapeError("unet.upsample", "cannot resize %dx%d to %dx%d by nearest 2x upsampling",
-			h2/2, w2/2, oh, ow))
+			h, w, oh, ow))
 	}
-	// TODO: a crop kernel would keep this on the device; as it is, odd
-	// latent sizes make a host round trip here.
-	dev := up.Dev != nil
-	up, err := tensor.Download(up)
-	tensor.Must(err)
-	y := tensor.Empty(b, c, oh, ow)
-	for p := 0; p < b*c; p++ {
-		for i := 0; i < oh; i++ {
-			copy(y.F32[(p*oh+i)*ow:][:ow], up.F32[(p*h2+i)*w2:][:ow])
-		}
-	}
-	tensor.Release(up)
-	if dev {
-		d, err := tensor.Upload(be, y)
-		tensor.Must(err)
-		tensor.Release(y)
-		y = d
-	}
+	y := tensor.EmptyOn(be, b, c, oh, ow)
+	tensor.Must(be.Upsample2x(y, x)) // drops the last row and column for odd sizes
 	return y
 }
