@@ -46,7 +46,7 @@ func checkGPU(index, width, height int, model string, ema bool) error {
 	}
 	need := device.EstimateSD15(width, height, 1, tensor.F16)
 	if ck, err := ckpt.Open(model, ckpt.Options{UseEMA: ema}); err == nil {
-		need = device.Estimate(device.WeightBytes(ck.Names(), ck.Stored), width, height, 1)
+		need = device.Estimate(uint64(ckpt.Describe(ck).InferenceBytes), width, height, 1)
 		ck.Close()
 	}
 	for _, g := range gpus {

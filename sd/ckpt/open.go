@@ -165,17 +165,21 @@ func guessFamily(src StoredSource) string {
 
 // Info summarises a checkpoint for display (gosd inspect).
 type Info struct {
-	Path     string
-	Layout   string         // "safetensors", "ckpt", "diffusers"
-	Family   string         // "sd1", "sd2", "sdxl", "unknown"
-	DType    string         // dominant weight dtype by bytes: "F32", "F16", "BF16"
-	Tensors  int            // number of tensors
-	Params   int64          // elements in floating-point tensors
-	Bytes    int64          // stored bytes of all tensors
-	HasEMA   bool           // model_ema.* copies present
-	Parts    map[string]int // tensor count per part: "unet", "vae", "text_encoder", "ema", "other"
-	DTypes   map[string]int // tensor count per stored dtype
-	Metadata map[string]string
+	Path    string
+	Layout  string // "safetensors", "ckpt", "diffusers"
+	Family  string // "sd1", "sd2", "sdxl", "unknown"
+	DType   string // dominant weight dtype by bytes: "F32", "F16", "BF16"
+	Tensors int    // number of tensors
+	Params  int64  // elements in floating-point tensors
+	Bytes   int64  // stored bytes of all tensors
+	// InferenceBytes is what a text-to-image run loads of Bytes: the UNet,
+	// the text encoders and the VAE decoder, without EMA copies, the VAE
+	// encoder (and quant_conv) and top-level buffers such as the schedule.
+	InferenceBytes int64
+	HasEMA         bool           // model_ema.* copies present
+	Parts          map[string]int // tensor count per part: "unet", "vae", "text_encoder", "ema", "other"
+	DTypes         map[string]int // tensor count per stored dtype
+	Metadata       map[string]string
 }
 
 // Describe summarises c.
@@ -189,19 +193,25 @@ func Describe(c *Checkpoint) Info {
 			continue
 		}
 		numel := int64(tensor.Numel(shape))
+		bytes := numel * stItemSize[dt]
 		info.DTypes[dt]++
-		info.Bytes += numel * stItemSize[dt]
+		info.Bytes += bytes
 		if dt == "F32" || dt == "F16" || dt == "BF16" || dt == "F64" {
 			info.Params += numel
-			byDType[dt] += numel * stItemSize[dt]
+			byDType[dt] += bytes
 		}
 		switch {
 		case strings.HasPrefix(n, PrefixUNet):
 			info.Parts["unet"]++
+			info.InferenceBytes += bytes
 		case strings.HasPrefix(n, PrefixVAE):
 			info.Parts["vae"]++
+			if !strings.HasPrefix(n, PrefixVAE+"encoder.") && !strings.HasPrefix(n, PrefixVAE+"quant_conv.") {
+				info.InferenceBytes += bytes
+			}
 		case strings.HasPrefix(n, "cond_stage_model.") || strings.HasPrefix(n, "conditioner."):
 			info.Parts["text_encoder"]++
+			info.InferenceBytes += bytes
 		case strings.HasPrefix(n, "model_ema."):
 			info.Parts["ema"]++
 		default:

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gosd/gosd/sd/ckpt"
+	"github.com/gosd/gosd/sd/device"
 	"github.com/gosd/gosd/sd/internal/testckpt"
 	"github.com/gosd/gosd/sd/tensor"
 	"github.com/gosd/gosd/sd/testmodel"
@@ -26,6 +27,8 @@ func TestEMASelection(t *testing.T) {
 		ckpt.EMAName(w):                     tensor.FromF32([]float32{10, 20}, 2),
 		"model_ema.decay":                   tensor.FromF32([]float32{0.9999}),
 		"first_stage_model.quant_conv.bias": tensor.FromF32([]float32{3}, 1),
+		"first_stage_model.encoder.conv.b":  tensor.FromF32([]float32{3}, 1),
+		"first_stage_model.decoder.conv.b":  tensor.FromF32([]float32{3}, 1),
 	}
 	dir := t.TempDir()
 	p := filepath.Join(dir, "ema.safetensors")
@@ -39,6 +42,11 @@ func TestEMASelection(t *testing.T) {
 		}
 		if !c.HasEMA() || !ckpt.Describe(c).HasEMA {
 			t.Error("EMA copies not detected")
+		}
+		// The UNet's two tensors and the VAE decoder's; not the EMA copies,
+		// the VAE encoder or quant_conv.
+		if got := ckpt.Describe(c).InferenceBytes; got != 4*(2+1+1) {
+			t.Errorf("InferenceBytes = %d, want %d", got, 4*(2+1+1))
 		}
 		got, _ := c.Get(w)
 		want := float32(1)
@@ -223,6 +231,13 @@ func TestDescribeSD15(t *testing.T) {
 	// 1,066,235,307 weights (mkckpt's count) plus 12 x 1000 schedule values and model_ema.decay.
 	if info.Params != 1066235307+12000+1 {
 		t.Errorf("params %d", info.Params)
+	}
+	// What text-to-image loads: SD 1.5's published UNet, text encoder and
+	// VAE decoder parameter counts (sd/device) in f16, with the text
+	// encoder's 77 position ids stored as int64.
+	want := int64(device.SD15UNetParams+device.SD15TextParams-77+device.SD15DecoderParams)*2 + 77*8
+	if info.InferenceBytes != want {
+		t.Errorf("inference bytes %d, want %d", info.InferenceBytes, want)
 	}
 	if info.Metadata["seed"] != "1234" {
 		t.Errorf("metadata %v", info.Metadata)

@@ -6,7 +6,6 @@ package device
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -134,7 +133,7 @@ func EstimateSD15(width, height, batch int, dtype tensor.DType) uint64 {
 }
 
 // Estimate is EstimateSD15 for a checkpoint whose UNet, text encoders and
-// VAE decoder hold weightBytes as stored (see WeightBytes): the activation
+// VAE decoder hold weightBytes as stored (ckpt.Info.InferenceBytes): the activation
 // model of SD 1.5 serves every family as an upper bound (SD 2.x has the same
 // widths; SDXL has no attention at its full-resolution level).
 func Estimate(weightBytes uint64, width, height, batch int) uint64 {
@@ -162,35 +161,3 @@ func CheckFits(gpu GPU, need uint64) error {
 
 // GiB formats a byte count as "4.1 GiB".
 func GiB(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
-
-// WeightBytes sums the stored sizes of the tensors a text-to-image run
-// uploads: every network tensor of names except EMA copies (model_ema.*)
-// and the VAE encoder (first_stage_model.encoder.*, quant_conv), which it
-// never runs; top-level buffers without a dot in their names (the noise
-// schedule: betas, alphas_cumprod, ...) stay on the host. stored reports a tensor's dtype name ("F16", "F32", "BF16", ...)
-// and shape, as ckpt.Checkpoint.Stored does.
-func WeightBytes(names []string, stored func(name string) (string, []int, bool)) uint64 {
-	var n uint64
-	for _, name := range names {
-		if !strings.Contains(name, ".") || strings.HasPrefix(name, "model_ema.") ||
-			strings.HasPrefix(name, "first_stage_model.encoder.") ||
-			strings.HasPrefix(name, "first_stage_model.quant_conv.") {
-			continue
-		}
-		dt, shape, ok := stored(name)
-		if !ok {
-			continue
-		}
-		size := uint64(4)
-		switch strings.ToUpper(dt) {
-		case "F16", "BF16", "I16", "U16":
-			size = 2
-		case "F64", "I64", "U64":
-			size = 8
-		case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2":
-			size = 1
-		}
-		n += uint64(tensor.Numel(shape)) * size
-	}
-	return n
-}
