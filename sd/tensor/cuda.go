@@ -34,14 +34,14 @@ import (
 // read-only by the Tensor contract); ReleaseWeights drops the cache.
 //
 // CUDA is a DeviceBackend: tensors from Alloc and ToDevice live in device
-// memory, and models that wrap it with OnDevice (the UNet, the KL VAE) keep
+// memory, and models that wrap it with OnDevice (the UNet, the VAEs) keep
 // every intermediate there, so a UNet evaluation uploads its inputs once,
 // queues its kernels on one stream without waiting for them, and waits only
 // when the result is copied back. Host activations still work: an op uploads
 // them, and downloads a host destination, per call. Device activations come
-// from a caching pool of power-of-two blocks (the arena): after the first
-// step at a given size no call allocates device memory, which would make the
-// host wait for the device.
+// from a caching pool of blocks in four size classes per power of two (the
+// arena, see sizeClass): after the first step at a given size no call
+// allocates device memory, which would make the host wait for the device.
 //
 // A CUDA value is safe for concurrent use; calls are serialised on one stream.
 type CUDA struct {
@@ -195,9 +195,7 @@ func (s *cudaStorage) freeLocked() {
 	}
 	s.freed = true
 	s.c.live--
-	if s.c.class != nil {
-		s.c.release(s.ptr)
-	}
+	s.c.release(s.ptr) // after Close the pool no longer knows ptr: a no-op
 }
 
 // Alloc returns an F32 tensor in device memory from the pool; its contents

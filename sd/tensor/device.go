@@ -52,15 +52,8 @@ type WeightPrefetcher interface {
 // PrefetchWeights hands ws to the WeightPrefetcher in be (or in the backend
 // it wraps); it does nothing for other backends.
 func PrefetchWeights(be Backend, ws []*Tensor) error {
-	for be != nil {
-		if p, ok := be.(WeightPrefetcher); ok {
-			return p.PrefetchWeights(ws)
-		}
-		u, ok := be.(interface{ Unwrap() Backend })
-		if !ok {
-			return nil
-		}
-		be = u.Unwrap()
+	if p, ok := backendAs[WeightPrefetcher](be); ok {
+		return p.PrefetchWeights(ws)
 	}
 	return nil
 }
@@ -72,25 +65,27 @@ func OnDevice(be Backend) Backend {
 	if _, ok := be.(deviceScope); ok {
 		return be
 	}
-	if d := asDevice(be); d != nil {
+	if d, ok := backendAs[DeviceBackend](be); ok {
 		return deviceScope{Backend: be, dev: d}
 	}
 	return be
 }
 
-// asDevice finds the DeviceBackend in be or in the backends it wraps.
-func asDevice(be Backend) DeviceBackend {
+// backendAs finds a T among be and the backends it wraps (Unwrap), outermost
+// first.
+func backendAs[T any](be Backend) (T, bool) {
 	for be != nil {
-		if d, ok := be.(DeviceBackend); ok {
-			return d
+		if t, ok := be.(T); ok {
+			return t, true
 		}
 		u, ok := be.(interface{ Unwrap() Backend })
 		if !ok {
-			return nil
+			break
 		}
 		be = u.Unwrap()
 	}
-	return nil
+	var zero T
+	return zero, false
 }
 
 // deviceScope runs every op on the wrapped backend (a Profile keeps

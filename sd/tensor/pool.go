@@ -48,8 +48,9 @@ func Empty(shape ...int) *Tensor {
 }
 
 // Release hands the buffers of these F32 tensors to the pool for Empty to
-// reuse, and frees the device memory of device tensors (Storage.Free). The caller must hold the only use of each buffer: no other tensor
-// (a Reshape of it, say) may be read afterwards. Nil tensors are skipped,
+// reuse, and frees the device memory of device tensors (Storage.Free). The
+// caller must hold the only use of each buffer: no other tensor (a Reshape
+// of it, say) may be read afterwards. Nil tensors are skipped,
 // and a buffer already released is not taken twice.
 func Release(ts ...*Tensor) {
 	for _, t := range ts {
