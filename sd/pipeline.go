@@ -706,14 +706,15 @@ func (p *Pipeline) decode(ctx context.Context, latent []float32, h, w int) (imag
 	}
 	if !finite(x.F32) {
 		c, cpu := p.be.(*tensor.CPU)
+		retry := ""
 		switch {
 		case cpu && c.Precision() == "bf16":
-			p.log.Warn("VAE decode gave NaN or Inf in bf16; decoding again in f32")
-			if x, err = p.decodeAt(z, true); err != nil {
-				return nil, err
-			}
-		case !cpu && p.upcastVAE() > 0:
-			p.log.Warn("VAE decode gave NaN or Inf with 16-bit weights; decoding again with f32 weights")
+			retry = "VAE decode gave NaN or Inf in bf16; decoding again in f32"
+		case !cpu && p.halfVAE():
+			retry = "VAE decode gave NaN or Inf with 16-bit weights; decoding again with f32 weights"
+		}
+		if retry != "" {
+			p.log.Warn(retry)
 			if x, err = p.decodeAt(z, true); err != nil {
 				return nil, err
 			}
@@ -747,18 +748,25 @@ func (p *Pipeline) decodeAt(z *tensor.Tensor, f32 bool) (*tensor.Tensor, error) 
 	return p.vae.Decode(p.ops, z)
 }
 
+// halfVAE reports whether any VAE weight is still 16-bit.
+func (p *Pipeline) halfVAE() bool {
+	for _, w := range nn.Weights(p.vae) {
+		if w.DType != tensor.F32 {
+			return true
+		}
+	}
+	return false
+}
+
 // upcastVAE converts the VAE's 16-bit weights to f32, once (the converted
 // tensors keep their f32 copies; the 16-bit data stays in the checkpoint
-// file), and returns how many it converted.
-func (p *Pipeline) upcastVAE() int {
-	n := 0
+// file).
+func (p *Pipeline) upcastVAE() {
 	for _, w := range nn.Weights(p.vae) {
 		if w.DType != tensor.F32 {
 			*w = *tensor.FromF32(w.Float32s(), w.Shape...)
-			n++
 		}
 	}
-	return n
 }
 
 // checkMemory refuses sizes whose VAE decode would not fit in the memory
