@@ -16,48 +16,22 @@
 #include "emu.h"
 #include "gosd_cuda.h"
 
+#include "common.cuh" // the kernels' own status and parameter helpers
+
 namespace {
 
-int efail(char *msg, size_t msglen, int code, const char *what) {
-    if (msg != nullptr && msglen > 0) {
-        snprintf(msg, msglen, "%s", what);
-    }
-    return code;
-}
+int efail(char *msg, size_t msglen, int code, const char *what) { return gosd::fail(msg, msglen, code, "%s", what); }
 
 constexpr size_t kTotal = size_t(16) << 30; // the emulated device's memory
 std::mutex mu;
 std::unordered_map<void *, size_t> sizes;
 size_t used = 0;
 
-float h2f(uint16_t b, bool bf16) {
-    if (bf16) {
-        uint32_t u = uint32_t(b) << 16;
-        float f;
-        std::memcpy(&f, &u, 4);
-        return f;
-    }
-    _Float16 h;
-    std::memcpy(&h, &b, 2);
-    return float(h);
-}
+// h2f reads 16-bit bits as the GPU does (emu.h's conversions).
+float h2f(uint16_t b, bool bf16) { return gosd::ld_param(&b, bf16 ? SD_CUDA_BF16 : SD_CUDA_F16, 0); }
 
 float round_to(float v, bool bf16) {
-    if (bf16) {
-        __nv_bfloat16 b = __float2bfloat16_rn(v);
-        return __bfloat162float(b);
-    }
-    return float(_Float16(v));
-}
-
-float param(const void *p, int dt, size_t i) {
-    switch (dt) {
-    case SD_CUDA_F16:
-        return h2f(static_cast<const uint16_t *>(p)[i], false);
-    case SD_CUDA_BF16:
-        return h2f(static_cast<const uint16_t *>(p)[i], true);
-    }
-    return static_cast<const float *>(p)[i];
+    return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : __half2float(__float2half_rn(v));
 }
 
 // gemm: y[M,N] = sum_k xv(m,k) * wv(n,k) (+ bias[n]), accumulated in double
@@ -72,7 +46,7 @@ void gemm(float *y, int M, int N, int K, X xv, W wv, const void *bias, int bias_
                 s += double(xv(m, k)) * double(wv(n, k));
             }
             if (bias != nullptr) {
-                s += param(bias, bias_dt, n);
+                s += gosd::ld_param(bias, bias_dt, n);
             }
             y[size_t(m) * N + n] = float(s);
         }
